@@ -1,0 +1,97 @@
+"""The model bundle: what travels from the trainer to every predictor.
+
+A zip with three members, none of which is code: ``model.txt`` (LightGBM's own text format),
+``pipeline.json`` (the fitted feature pipeline and its schema) and ``meta.json`` (parameters,
+metrics, the training-data profile). Loading parses text and JSON only, so a bundle from the
+network cannot execute anything; its sha256 travels in the reload message and is checked first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import orjson
+
+from common.errors import BundleError
+from common.pipeline import FeaturePipeline
+
+BUNDLE_FORMAT = 1
+BUNDLE_FILE = "streamfit-bundle.zip"
+MAX_MEMBER_BYTES = 512 * 1024 * 1024  # a zip bomb is refused before it is inflated
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    booster: lgb.Booster
+    pipeline: FeaturePipeline
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("manifest.json", orjson.dumps({"format": BUNDLE_FORMAT}))
+            archive.writestr("model.txt", self.booster.model_to_string())
+            archive.writestr("pipeline.json", orjson.dumps(self.pipeline.to_dict()))
+            archive.writestr("meta.json", orjson.dumps(dict(self.meta), option=orjson.OPT_SERIALIZE_NUMPY))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, sha256: str | None = None) -> ModelBundle:
+        if sha256 is not None and sha256_hex(data) != sha256:
+            raise BundleError(f"sha256 mismatch: expected {sha256}, got {sha256_hex(data)}")
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                members = {info.filename: info for info in archive.infolist()}
+                for name in ("manifest.json", "model.txt", "pipeline.json", "meta.json"):
+                    if name not in members:
+                        raise BundleError(f"bundle lacks {name}")
+                    if members[name].file_size > MAX_MEMBER_BYTES:
+                        raise BundleError(f"bundle member {name} is too large ({members[name].file_size} bytes)")
+                manifest = orjson.loads(archive.read("manifest.json"))
+                if manifest.get("format") != BUNDLE_FORMAT:
+                    raise BundleError(f"unsupported bundle format {manifest.get('format')!r}")
+                model_text = archive.read("model.txt").decode("utf-8")
+                pipeline = FeaturePipeline.from_dict(orjson.loads(archive.read("pipeline.json")))
+                meta = orjson.loads(archive.read("meta.json"))
+        except BundleError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt bundle
+            raise BundleError(f"corrupt bundle: {type(exc).__name__}: {exc}") from exc
+        try:
+            booster = lgb.Booster(model_str=model_text)
+        except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error types
+            raise BundleError(f"LightGBM cannot read the model: {exc}") from exc
+        if booster.num_feature() != len(pipeline.features):
+            raise BundleError(
+                f"model expects {booster.num_feature()} features, pipeline gives {len(pipeline.features)}"
+            )
+        return cls(booster, pipeline, meta)
+
+    def predict_matrix(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        params = {"num_threads": num_threads} if num_threads else {}
+        return np.asarray(self.booster.predict(matrix, **params))
+
+    def predict(self, rows: Sequence[Mapping[str, Any]], num_threads: int = 0) -> tuple[list[Any], list[float]]:
+        return self.pipeline.decode(self.predict_matrix(self.pipeline.transform(rows), num_threads))
+
+    def warm_up(self, rows: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """One prediction before serving, so that a broken model fails here, not on a batch."""
+        sample = list(rows or [{}])
+        preds, scores = self.predict(sample)
+        if len(preds) != len(sample) or not all(np.isfinite(scores)):
+            raise BundleError("warm-up prediction returned non-finite scores")
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in dict(self.meta.get("metrics", {})).items()}

@@ -1,0 +1,1 @@
+"""The predictor: answers feature requests in micro-batches and hot-swaps models."""

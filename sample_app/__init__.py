@@ -1,0 +1,1 @@
+"""The sample app: streams a data set as requests and sends the true labels later."""

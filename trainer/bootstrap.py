@@ -1,0 +1,84 @@
+"""``streamfit bootstrap``: the first model, from the base data set, with default parameters."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from common.errors import ConfigError
+from common.kafka import ensure_topics, make_producer, send_and_wait
+from common.messages import ModelReload
+from common.model_store import ModelStore
+from common.pipeline import FeaturePipeline, read_table
+from common.settings import Settings
+from trainer.fit import DEFAULT_PARAMS, evaluate, make_dataset, task_params, train_bundle
+
+log = logging.getLogger(__name__)
+
+VALIDATION_SHARE = 0.2
+
+
+def bootstrap(settings: Settings, publish: bool = True) -> ModelReload:
+    """Train, store, register, crown and publish the first model; returns the reload message."""
+    import mlflow
+
+    if publish:  # fail fast on an unreachable broker, before minutes of training
+        ensure_topics(settings)
+    frame = read_table(settings.data_path)
+    pipeline = FeaturePipeline.fit(frame, settings.target)
+    frame = frame[frame[settings.target].notna()]
+    x = pipeline.transform_frame(frame)
+    y = pipeline.encode_labels(frame[settings.target].tolist())
+    keep = ~np.isnan(y)
+    x, y = x[keep], y[keep]
+    if len(y) < settings.min_rows:
+        raise ConfigError(f"{settings.data_path} has {len(y)} labelled rows; at least {settings.min_rows} are needed (--min-rows)")
+    log.info("bootstrap: %d rows, %d features, task %s", len(y), len(pipeline.features), pipeline.task)
+
+    # Early stopping on a seeded random split finds the number of rounds; the final model sees all rows.
+    rng = np.random.default_rng(settings.seed)
+    valid = rng.random(len(y)) < VALIDATION_SHARE
+    params = {**task_params(pipeline, settings), **DEFAULT_PARAMS}
+    train_set = make_dataset(pipeline, x[~valid], y[~valid])
+    valid_set = train_set.create_valid(x[valid], label=y[valid])
+    probe = lgb.train(params, train_set, num_boost_round=settings.max_rounds, valid_sets=[valid_set],
+                      callbacks=[lgb.early_stopping(settings.early_stopping, verbose=False)])  # fmt: skip
+    rounds = probe.best_iteration or settings.max_rounds
+
+    metrics: dict[str, float]
+    test_path = settings.test_data_path
+    meta: dict[str, Any] = {"reason": "bootstrap", "rows": int(len(y)), "data": str(settings.data_path)}
+    bundle = train_bundle(pipeline, make_dataset(pipeline, x, y), params, rounds, meta)
+    if test_path is not None:
+        test = read_table(test_path, "test data set", "--test-data / STREAMFIT_TEST_DATA")
+        test = test[test[settings.target].notna()]
+        ty = pipeline.encode_labels(test[settings.target].tolist())
+        ok = ~np.isnan(ty)
+        metrics = evaluate(bundle, pipeline.transform_frame(test)[ok], ty[ok])
+    else:
+        metrics = evaluate(bundle, x[valid], y[valid])
+    bundle = type(bundle)(bundle.booster, pipeline, {**bundle.meta, "metrics": metrics})
+
+    store = ModelStore(settings)
+    experiment = store.experiment_id()
+    with mlflow.start_run(experiment_id=experiment, run_name="bootstrap") as run:
+        mlflow.set_tags({"streamfit.reason": "bootstrap", "streamfit.rows_base": len(y), "streamfit.rows_observations": 0})
+        mlflow.log_params({k: v for k, v in params.items() if k != "num_threads"} | {"num_rounds": rounds})
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+        uri, sha = store.save_bundle(run.info.run_id, bundle)
+    version = store.register(run.info.run_id, uri, sha, metrics)
+    store.set_champion(version)
+    message = store.reload_message(version)
+    log.info("bootstrap: version %s, holdout %s", version, {k: round(v, 4) for k, v in metrics.items()})
+    if publish:
+        producer = make_producer(settings, client_id="streamfit-bootstrap")
+        try:
+            send_and_wait(producer, settings.topic("models"), settings.model_name, message)
+        finally:
+            producer.close()
+        log.info("published version %s on %s", version, settings.topic("models"))
+    return message

@@ -1,0 +1,87 @@
+"""Training and scoring a LightGBM model for a fitted pipeline: the part shared by the first
+model (bootstrap) and every retrain."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from common.bundle import ModelBundle
+from common.pipeline import FeaturePipeline
+from common.settings import Settings
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_child_weight": 1e-3,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.9,
+    "bagging_freq": 1,
+    "lambda_l1": 0.0,
+    "lambda_l2": 0.0,
+}
+
+
+def task_params(pipeline: FeaturePipeline, settings: Settings) -> dict[str, Any]:
+    """Objective and metric for the task (overridable), and the fixed LightGBM settings."""
+    objective, metric = {
+        "binary": ("binary", "binary_logloss"),
+        "multiclass": ("multiclass", "multi_logloss"),
+        "regression": ("regression", "l2"),
+    }[pipeline.task]
+    params: dict[str, Any] = {
+        "objective": settings.objective or objective,
+        "metric": settings.metric or metric,
+        "verbosity": -1,
+        "seed": settings.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": settings.num_threads,
+    }
+    if pipeline.task == "multiclass":
+        params["num_class"] = len(pipeline.classes)
+    return params
+
+
+def make_dataset(pipeline: FeaturePipeline, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> lgb.Dataset:
+    return lgb.Dataset(
+        x, label=y, weight=weight, feature_name=pipeline.feature_names,
+        categorical_feature=pipeline.categorical_indices, free_raw_data=False,
+        params={"verbosity": -1, "max_bin": 255},
+    )  # fmt: skip
+
+
+def train_bundle(
+    pipeline: FeaturePipeline,
+    dataset: lgb.Dataset,
+    params: dict[str, Any],
+    num_rounds: int,
+    meta: dict[str, Any],
+) -> ModelBundle:
+    started = time.perf_counter()
+    booster = lgb.train(params, dataset, num_boost_round=max(1, num_rounds))
+    meta = {**meta, "params": params, "num_rounds": num_rounds, "train_seconds": time.perf_counter() - started}
+    return ModelBundle(booster, pipeline, meta)
+
+
+def evaluate(bundle: ModelBundle, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Holdout metrics; ``loss`` is what promotion compares (lower is better)."""
+    raw = bundle.predict_matrix(x)
+    task = bundle.pipeline.task
+    eps = 1e-15
+    if task == "regression":
+        err = raw - y
+        return {"loss": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err))), "rows": float(len(y))}
+    labels = y.astype(int)
+    if task == "binary":
+        p = np.clip(raw, eps, 1 - eps)
+        loss = -np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+        accuracy = np.mean((raw >= 0.5).astype(int) == labels)
+    else:
+        p = np.clip(raw[np.arange(len(labels)), labels], eps, 1)
+        loss = -np.mean(np.log(p))
+        accuracy = np.mean(raw.argmax(axis=1) == labels)
+    return {"loss": float(loss), "accuracy": float(accuracy), "rows": float(len(y))}
