@@ -66,11 +66,11 @@ class ModelBundle:
                 meta = orjson.loads(archive.read("meta.json"))
         except BundleError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt bundle
+        except Exception as exc:
             raise BundleError(f"corrupt bundle: {type(exc).__name__}: {exc}") from exc
         try:
             booster = lgb.Booster(model_str=model_text)
-        except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error types
+        except Exception as exc:
             raise BundleError(f"LightGBM cannot read the model: {exc}") from exc
         if booster.num_feature() != len(pipeline.features):
             raise BundleError(
@@ -79,8 +79,9 @@ class ModelBundle:
         return cls(booster, pipeline, meta)
 
     def predict_matrix(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
-        params = {"num_threads": num_threads} if num_threads else {}
-        return np.asarray(self.booster.predict(matrix, **params))
+        if num_threads:
+            return np.asarray(self.booster.predict(matrix, num_threads=num_threads))
+        return np.asarray(self.booster.predict(matrix))
 
     def predict(self, rows: Sequence[Mapping[str, Any]], num_threads: int = 0) -> tuple[list[Any], list[float]]:
         return self.pipeline.decode(self.predict_matrix(self.pipeline.transform(rows), num_threads))

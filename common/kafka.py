@@ -182,9 +182,7 @@ def partition_counts(settings: Settings, topics: list[str], timeout: float = 15.
         consumer.close()
 
 
-def send_and_wait(
-    producer: KafkaProducer, topic: str, key: str, message: Message, timeout: float = 30.0
-) -> Any:
+def send_and_wait(producer: KafkaProducer, topic: str, key: str, message: Message, timeout: float = 30.0) -> Any:
     """Produce one message and wait for the broker's acknowledgement (its record metadata)."""
     future = producer.send(topic, key=key.encode(), value=message.encode())
     producer.flush(timeout=timeout)

@@ -148,10 +148,10 @@ def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
     """One line per wrong field; a value that fits no member of a union is named once, by type."""
     by_loc: dict[str, list[Any]] = {}
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        while len(loc) > 1 and loc[-1] in _UNION_TAGS:
-            loc.pop()
-        by_loc.setdefault(".".join(loc) or "message", []).append(err)
+        path = [str(p) for p in err["loc"]]
+        while len(path) > 1 and path[-1] in _UNION_TAGS:
+            path.pop()
+        by_loc.setdefault(".".join(path) or "message", []).append(err)
     parts = []
     for loc, errs in list(by_loc.items())[:limit]:
         if len(errs) > 1:

@@ -61,12 +61,12 @@ class ModelStore:
                 location = self.settings.artifact_root.as_uri()
             try:
                 return str(self.client.create_experiment(self.name, artifact_location=location))
-            except Exception:  # noqa: BLE001 - created meanwhile by another process
+            except Exception:
                 experiment = self.client.get_experiment_by_name(self.name)
                 if experiment is None:
                     raise
                 return str(experiment.experiment_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("open the experiment", exc) from exc
 
     # --- bundles -------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ class ModelStore:
             path.write_bytes(data)
             try:
                 self.client.log_artifact(run_id, str(path), artifact_path="bundle")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise self._fail("store the bundle", exc) from exc
         return bundle_uri(run_id), sha256_hex(data)
 
@@ -92,7 +92,7 @@ class ModelStore:
             try:
                 local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=self.uri)
                 data = Path(local).read_bytes()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise self._fail(f"download {uri}", exc) from exc
         return ModelBundle.from_bytes(data, sha256)
 
@@ -112,19 +112,19 @@ class ModelStore:
             tags = {"sha256": sha256, "bundle_uri": uri, **{f"metric.{k}": repr(float(v)) for k, v in metrics.items()}}
             version = self.client.create_model_version(self.name, source=source, run_id=run_id, tags=tags)
             return str(version.version)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("register a model version", exc) from exc
 
     def set_champion(self, version: str) -> None:
         try:
             self.client.set_registered_model_alias(self.name, CHAMPION, version)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail(f"set the {CHAMPION} alias to version {version}", exc) from exc
 
     def champion_version(self) -> str | None:
         try:
             return str(self.client.get_model_version_by_alias(self.name, CHAMPION).version)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             text = str(exc)
             if "not found" in text.lower() or "RESOURCE_DOES_NOT_EXIST" in text or "does not exist" in text.lower():
                 return None
@@ -133,14 +133,14 @@ class ModelStore:
     def versions(self) -> list[Any]:
         try:
             found = self.client.search_model_versions(f"name='{self.name}'")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("list model versions", exc) from exc
         return sorted(found, key=lambda v: int(v.version))
 
     def reload_message(self, version: str) -> ModelReload:
         try:
             mv = self.client.get_model_version(self.name, version)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail(f"read model version {version}", exc) from exc
         tags = dict(mv.tags)
         if "sha256" not in tags or "bundle_uri" not in tags:

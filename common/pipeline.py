@@ -97,7 +97,7 @@ class FeaturePipeline:
                 keys = column.map(category_key, na_action="ignore").dropna()
                 counts = keys.value_counts()
                 ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_CATEGORIES]
-                specs.append(FeatureSpec(str(name), "categorical", tuple(k for k, _ in ranked)))
+                specs.append(FeatureSpec(str(name), "categorical", tuple(str(k) for k, _ in ranked)))
         if not specs:
             raise ConfigError(f"the data has no feature columns besides the target {target!r}")
         return cls(target=target, task=task, features=tuple(specs), classes=classes)
@@ -116,10 +116,16 @@ class FeaturePipeline:
         for spec in self.features:
             if spec.name not in features:
                 if reject_missing:
-                    return f"missing feature {spec.name!r} (send null for a missing value, or set missing_features=impute)"
+                    return (
+                        f"missing feature {spec.name!r} (send null for a missing value, or set missing_features=impute)"
+                    )
                 continue
             value = features[spec.name]
-            if spec.kind == "numeric" and value is not None and (isinstance(value, (bool, str)) or not isinstance(value, (int, float))):
+            if (
+                spec.kind == "numeric"
+                and value is not None
+                and (isinstance(value, (bool, str)) or not isinstance(value, (int, float)))
+            ):
                 return f"feature {spec.name!r} must be a number or null, got {type(value).__name__}"
         return None
 
@@ -130,9 +136,7 @@ class FeaturePipeline:
     def transform_frame(self, frame: pd.DataFrame) -> np.ndarray:
         """A data set's rows to the same matrix, through the same per-column conversion."""
         missing = [None] * len(frame)
-        return self._matrix(
-            len(frame), lambda name: frame[name].tolist() if name in frame.columns else missing
-        )
+        return self._matrix(len(frame), lambda name: frame[name].tolist() if name in frame.columns else missing)
 
     def _matrix(self, n: int, column_of: Callable[[str], list[Any]]) -> np.ndarray:
         matrix = np.empty((n, len(self.features)), dtype=np.float64)
@@ -194,9 +198,7 @@ class FeaturePipeline:
             "target": self.target,
             "task": self.task,
             "classes": list(self.classes),
-            "features": [
-                {"name": f.name, "kind": f.kind, "categories": list(f.categories)} for f in self.features
-            ],
+            "features": [{"name": f.name, "kind": f.kind, "categories": list(f.categories)} for f in self.features],
         }
 
     @classmethod
@@ -252,5 +254,5 @@ def read_table(path: Path, what: str = "data set", setting: str = "--data / STRE
         if path.suffix == ".parquet" or path.name.endswith(".parquet"):
             return pd.read_parquet(path)
         return pd.read_csv(path, skipinitialspace=True, na_values=["?"])
-    except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear line
+    except Exception as exc:
         raise ConfigError(f"cannot read {what} {str(path)!r}: {exc}") from exc

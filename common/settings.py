@@ -32,14 +32,14 @@ def _field(default: Any, help: str, group: Group, **kwargs: Any) -> Any:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="STREAMFIT_", frozen=True, populate_by_name=True, extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="STREAMFIT_", frozen=True, populate_by_name=True, extra="forbid")
 
     # --- Kafka --------------------------------------------------------------------------
     bootstrap_servers: str = _field("localhost:9092", "Kafka bootstrap servers, comma-separated.", "kafka")
     topic_prefix: str = _field("streamfit.", "Prefix of every topic name.", "kafka")
-    partitions: int = _field(3, "Partitions of requests and labels (must match: they are co-partitioned).", "kafka", ge=1)
+    partitions: int = _field(
+        3, "Partitions of requests and labels (must match: they are co-partitioned).", "kafka", ge=1
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = _field(
         "PLAINTEXT", "How clients talk to the broker.", "kafka"
     )
@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = _field(None, "Client private key (PEM), for mutual TLS.", "kafka")
     ssl_password: SecretStr | None = _field(None, "Password of the client key (never logged).", "kafka")
     ssl_check_hostname: bool = _field(True, "Check that the broker's certificate names its host.", "kafka")
-    broker_timeout: float = _field(30.0, "Seconds to wait for the broker before giving up with an error.", "kafka", gt=0)
+    broker_timeout: float = _field(
+        30.0, "Seconds to wait for the broker before giving up with an error.", "kafka", gt=0
+    )
     processing_guarantee: Literal["at-least-once", "exactly-once"] = _field(
         "at-least-once", "exactly-once uses Kafka transactions and read_committed readers.", "kafka"
     )
@@ -67,16 +69,24 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("mlflow_tracking_uri", "STREAMFIT_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         json_schema_extra={"group": "model"},
     )
-    data: Path | None = _field(None, "Base data set, CSV or Parquet (default: the shipped UCI Adult training split).", "model")
-    test_data: Path | None = _field(None, "The base data set's own test split, if any (default: Adult's, with the default data).", "model")
+    data: Path | None = _field(
+        None, "Base data set, CSV or Parquet (default: the shipped UCI Adult training split).", "model"
+    )
+    test_data: Path | None = _field(
+        None, "The base data set's own test split, if any (default: Adult's, with the default data).", "model"
+    )
     target: str = _field("income", "Target column of the data set.", "model")
 
     # --- Predictor ------------------------------------------------------------------------------
     batch_size: int = _field(500, "Most requests answered by one predict call.", "predictor", ge=1)
     batch_timeout_ms: int = _field(20, "Longest wait for a batch to fill, in milliseconds.", "predictor", ge=0)
-    retrain_every: int = _field(1000, "Ask for a retrain after this many labelled observations (0: never).", "predictor", ge=0)
+    retrain_every: int = _field(
+        1000, "Ask for a retrain after this many labelled observations (0: never).", "predictor", ge=0
+    )
     pending_max: int = _field(200_000, "Most served requests kept while they wait for their label.", "predictor", ge=1)
-    pending_max_age: float = _field(3600.0, "Seconds a served request waits for its label before it is dropped.", "predictor", gt=0)
+    pending_max_age: float = _field(
+        3600.0, "Seconds a served request waits for its label before it is dropped.", "predictor", gt=0
+    )
     missing_features: Literal["reject", "impute"] = _field(
         "reject", "A request without a feature of the schema: dead-letter it, or treat it as missing.", "predictor"
     )
@@ -84,21 +94,32 @@ class Settings(BaseSettings):
     metrics_port: int = _field(0, "Port of /metrics, /healthz and /readyz (0: off).", "general", ge=0, le=65535)
 
     # --- Trainer -------------------------------------------------------------------------------
-    optimizer: Literal["tpe", "gp", "random"] = _field("tpe", "Search: hyperopt TPE, scikit-optimize GP, or random.", "trainer")
+    optimizer: Literal["tpe", "gp", "random"] = _field(
+        "tpe", "Search: hyperopt TPE, scikit-optimize GP, or random.", "trainer"
+    )
     trials: int = _field(20, "Most hyper-parameter trials per cycle.", "trainer", ge=1)
-    time_budget: float = _field(600.0, "Most seconds of search per cycle (the trial running at the end finishes).", "trainer", gt=0)
+    time_budget: float = _field(
+        600.0, "Most seconds of search per cycle (the trial running at the end finishes).", "trainer", gt=0
+    )
     cv_folds: int = _field(3, "Folds of lgb.cv in each trial.", "trainer", ge=2)
     max_rounds: int = _field(1000, "Most boosting rounds; early stopping picks fewer.", "trainer", ge=1)
     early_stopping: int = _field(30, "Rounds without improvement before lgb.cv stops.", "trainer", ge=1)
-    holdout_share: float = _field(0.2, "Share of the newest observations held out to compare candidate and champion.", "trainer", gt=0, lt=1)
+    holdout_share: float = _field(
+        0.2, "Share of the newest observations held out to compare candidate and champion.", "trainer", gt=0, lt=1
+    )
     half_life: float | None = _field(
-        2000.0, "Recency weighting: an observation this many observations older weighs half (unset: all equal).", "trainer", gt=0
+        2000.0,
+        "Recency weighting: an observation this many observations older weighs half (unset: all equal).",
+        "trainer",
+        gt=0,
     )
     window: int | None = _field(None, "Train on the newest N observations only (unset: all).", "trainer", ge=1)
     observation_weight: float = _field(
         3.0, "Weight of the newest observation relative to a base-data row.", "trainer", gt=0
     )
-    promotion_margin: float = _field(0.0, "Promote only if the candidate's holdout loss is lower by more than this.", "trainer", ge=0)
+    promotion_margin: float = _field(
+        0.0, "Promote only if the candidate's holdout loss is lower by more than this.", "trainer", ge=0
+    )
     min_rows: int = _field(200, "A cycle with fewer training rows publishes nothing.", "trainer", ge=1)
     objective: str | None = _field(None, "LightGBM objective (default follows the task).", "trainer")
     metric: str | None = _field(None, "LightGBM metric (default: binary_logloss, multi_logloss or l2).", "trainer")
@@ -162,6 +183,7 @@ def _mask_uri(uri: str) -> str:
 
 # --- Command-line flags ----------------------------------------------------------------------------
 
+
 def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
@@ -203,11 +225,7 @@ def _literal_choices(annotation: Any) -> list[str] | None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Build the settings: flags given on the command line win over the environment."""
-    overrides = {
-        key.removeprefix("setting_"): value
-        for key, value in vars(args).items()
-        if key.startswith("setting_")
-    }
+    overrides = {key.removeprefix("setting_"): value for key, value in vars(args).items() if key.startswith("setting_")}
     return load_settings(**overrides)
 
 

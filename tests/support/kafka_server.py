@@ -44,8 +44,14 @@ def resolve_jars() -> Path:
     target.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-            f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={target}",
+            "-DincludeScope=runtime",
         ],
         check=True,
     )
@@ -104,8 +110,7 @@ class KafkaServer:
             or f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": self.advertised_listeners or f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": self.protocol_map
-            or "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": self.protocol_map or "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.workdir / "data"),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
@@ -144,9 +149,7 @@ class KafkaServer:
             )  # fmt: skip
             self._formatted = True
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
-            self._java("kafka.Kafka", str(config)), stdout=log, stderr=subprocess.STDOUT
-        )
+        self.process = subprocess.Popen(self._java("kafka.Kafka", str(config)), stdout=log, stderr=subprocess.STDOUT)
         if not wait_for_port("127.0.0.1", self.port, timeout) or not self._metadata_ready(timeout):
             self.stop()
             tail = (self.workdir / "server.log").read_text(errors="replace")[-3000:]

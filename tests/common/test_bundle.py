@@ -1,0 +1,57 @@
+import io
+import zipfile
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from common.bundle import ModelBundle, sha256_hex
+from common.errors import BundleError
+from common.pipeline import FeaturePipeline
+
+
+@pytest.fixture(scope="module")
+def bundle() -> ModelBundle:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=400), "c": rng.choice(["x", "y", "z"], 400)})
+    df["t"] = np.where(df.a + (df.c == "x") > 0.5, "hi", "lo")
+    pipeline = FeaturePipeline.fit(df, "t")
+    x, y = pipeline.transform_frame(df), pipeline.encode_labels(df.t.tolist())
+    data = lgb.Dataset(x, y, categorical_feature=pipeline.categorical_indices, params={"verbosity": -1})
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1}, data, 20)
+    return ModelBundle(booster, pipeline, {"metrics": {"loss": 0.3}})
+
+
+def test_round_trip_gives_identical_predictions(bundle: ModelBundle) -> None:
+    data = bundle.to_bytes()
+    loaded = ModelBundle.from_bytes(data, sha256_hex(data))
+    rows = [{"a": 1.0, "c": "x"}, {"a": -1.0, "c": "never-seen"}, {"a": None}]
+    assert loaded.predict(rows) == bundle.predict(rows)
+    assert loaded.metrics == {"loss": 0.3}
+    assert loaded.pipeline == bundle.pipeline
+
+
+def test_sha256_mismatch_is_refused(bundle: ModelBundle) -> None:
+    with pytest.raises(BundleError, match="sha256 mismatch"):
+        ModelBundle.from_bytes(bundle.to_bytes(), "0" * 64)
+
+
+def test_bundle_holds_no_pickle_and_corruption_is_a_bundle_error(bundle: ModelBundle) -> None:
+    data = bundle.to_bytes()
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert sorted(names) == ["manifest.json", "meta.json", "model.txt", "pipeline.json"]
+    with pytest.raises(BundleError, match="corrupt bundle"):
+        ModelBundle.from_bytes(data[: len(data) // 2])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("manifest.json", b'{"format": 1}')
+        z.writestr("model.txt", b"not a model")
+        z.writestr("pipeline.json", b'{"target": "t", "task": "binary", "features": []}')
+        z.writestr("meta.json", b"{}")
+    with pytest.raises(BundleError):
+        ModelBundle.from_bytes(buffer.getvalue())
+
+
+def test_warm_up_runs_a_prediction(bundle: ModelBundle) -> None:
+    bundle.warm_up([{"a": 0.1, "c": "y"}])

