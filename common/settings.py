@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    def group_id(self, service: str) -> str:
+        """The consumer group of a service (``predictor``, ``trainer``) for this model."""
+        return f"{self.topic_prefix}{self.model_name}.{service}"
+
     def masked(self) -> dict[str, Any]:
         """Resolved settings for the start-up log line: secrets stay masked."""
         out: dict[str, Any] = {}
