@@ -8,6 +8,7 @@ reload message cannot make a predictor download from anywhere else.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 import time
@@ -29,8 +30,14 @@ def bundle_uri(run_id: str) -> str:
     return f"runs:/{run_id}/bundle/{BUNDLE_FILE}"
 
 
+# MLflow retries an unreachable server for minutes by default; a service should say so in seconds.
+MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
 class ModelStore:
     def __init__(self, settings: Settings) -> None:
+        for key, value in MLFLOW_CLIENT_DEFAULTS.items():
+            os.environ.setdefault(key, value)
         import mlflow
         from mlflow import MlflowClient
 

@@ -92,3 +92,12 @@ def test_kafka_client_config_carries_security_settings() -> None:
     assert config["ssl_cafile"] == "/tmp/ca.pem"
     plain = client_config(load_settings())
     assert "sasl_mechanism" not in plain and "ssl_cafile" not in plain
+
+
+def test_readme_lists_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in Settings.model_fields:
+        env = "MLFLOW_TRACKING_URI" if name == "mlflow_tracking_uri" else f"STREAMFIT_{name.upper()}"
+        assert f"`{env}`" in readme, f"README's configuration table lacks {env}"
