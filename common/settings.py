@@ -88,9 +88,9 @@ class Settings(BaseSettings):
         3600.0, "Seconds a served request waits for its label before it is dropped.", "predictor", gt=0
     )
     missing_features: Literal["reject", "impute"] = _field(
-        "reject", "A request without a feature of the schema: dead-letter it, or treat it as missing.", "predictor"
+        "reject", "A request without a feature of the schema: dead-letter it, or treat it as missing.", "general"
     )
-    max_message_bytes: int = _field(1_000_000, "Larger messages are dead-lettered unread.", "predictor", ge=1024)
+    max_message_bytes: int = _field(1_000_000, "Larger messages are dead-lettered unread.", "general", ge=1024)
     metrics_port: int = _field(0, "Port of /metrics, /healthz and /readyz (0: off).", "general", ge=0, le=65535)
 
     # --- Trainer -------------------------------------------------------------------------------
@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     metric: str | None = _field(None, "LightGBM metric (default: binary_logloss, multi_logloss or l2).", "trainer")
     seed: int = _field(42, "Seed of the search and of LightGBM.", "trainer")
     num_threads: int = _field(0, "LightGBM threads for training (0: all cores).", "trainer", ge=0)
+    spark_parallelism: int = _field(
+        0,
+        "Run N trials at a time on Spark with hyperopt's SparkTrials (tpe/random; needs the [spark] extra; 0: off).",
+        "trainer",
+        ge=0,
+    )
 
     # --- General -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _field("INFO", "Log level.", "general")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import lightgbm as lgb
@@ -36,7 +35,9 @@ def bootstrap(settings: Settings, publish: bool = True) -> ModelReload:
     keep = ~np.isnan(y)
     x, y = x[keep], y[keep]
     if len(y) < settings.min_rows:
-        raise ConfigError(f"{settings.data_path} has {len(y)} labelled rows; at least {settings.min_rows} are needed (--min-rows)")
+        raise ConfigError(
+            f"{settings.data_path} has {len(y)} labelled rows; at least {settings.min_rows} are needed (--min-rows)"
+        )
     log.info("bootstrap: %d rows, %d features, task %s", len(y), len(pipeline.features), pipeline.task)
 
     # Early stopping on a seeded random split finds the number of rounds; the final model sees all rows.
@@ -51,7 +52,7 @@ def bootstrap(settings: Settings, publish: bool = True) -> ModelReload:
 
     metrics: dict[str, float]
     test_path = settings.test_data_path
-    meta: dict[str, Any] = {"reason": "bootstrap", "rows": int(len(y)), "data": str(settings.data_path)}
+    meta: dict[str, Any] = {"reason": "bootstrap", "rows": len(y), "data": str(settings.data_path)}
     bundle = train_bundle(pipeline, make_dataset(pipeline, x, y), params, rounds, meta)
     if test_path is not None:
         test = read_table(test_path, "test data set", "--test-data / STREAMFIT_TEST_DATA")
@@ -66,7 +67,9 @@ def bootstrap(settings: Settings, publish: bool = True) -> ModelReload:
     store = ModelStore(settings)
     experiment = store.experiment_id()
     with mlflow.start_run(experiment_id=experiment, run_name="bootstrap") as run:
-        mlflow.set_tags({"streamfit.reason": "bootstrap", "streamfit.rows_base": len(y), "streamfit.rows_observations": 0})
+        mlflow.set_tags(
+            {"streamfit.reason": "bootstrap", "streamfit.rows_base": len(y), "streamfit.rows_observations": 0}
+        )
         mlflow.log_params({k: v for k, v in params.items() if k != "num_threads"} | {"num_rounds": rounds})
         mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
         uri, sha = store.save_bundle(run.info.run_id, bundle)

@@ -46,7 +46,9 @@ def task_params(pipeline: FeaturePipeline, settings: Settings) -> dict[str, Any]
     return params
 
 
-def make_dataset(pipeline: FeaturePipeline, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> lgb.Dataset:
+def make_dataset(
+    pipeline: FeaturePipeline, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
+) -> lgb.Dataset:
     return lgb.Dataset(
         x, label=y, weight=weight, feature_name=pipeline.feature_names,
         categorical_feature=pipeline.categorical_indices, free_raw_data=False,

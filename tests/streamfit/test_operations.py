@@ -1,0 +1,117 @@
+"""`streamfit status` and `streamfit rollback` against a running predictor, real Kafka and MLflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from common.kafka import make_consumer, make_producer
+from common.messages import Prediction, Request, decode
+from common.model_store import ModelStore
+from common.settings import Settings
+from predictor.service import Predictor
+from tests.conftest import SettingsFactory
+from tests.integration.test_bootstrap import churn_csv
+from trainer.bootstrap import bootstrap
+
+pytestmark = pytest.mark.kafka
+
+
+def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    common = [
+        "--bootstrap-servers", settings.bootstrap_servers, "--topic-prefix", settings.topic_prefix,
+        "--model-name", settings.model_name, "--home", str(settings.home),
+    ]  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "streamfit.cli", args[0], *common, *args[1:]],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def versions_answering(settings: Settings, sent: int, timeout: float = 30.0) -> list[str]:
+    """Send ``sent`` requests and return the version of each prediction, in request order."""
+    tag = f"{time.monotonic_ns()}-"
+    consumer = make_consumer(
+        settings, group_id=None, topics=[settings.topic("predictions")], auto_offset_reset="latest"
+    )
+    consumer.poll(timeout_ms=500)  # assignment before sending, so no answer is missed
+    producer = make_producer(settings)
+    for i in range(sent):
+        request = Request(request_id=f"{tag}{i}", features={"tenure_months": 5.0, "monthly_eur": 40.0, "city": "Oslo"})
+        producer.send(settings.topic("requests"), key=request.request_id.encode(), value=request.encode())
+    producer.flush()
+    producer.close()
+    got: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while len(got) < sent and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            for record in records:
+                message = decode(Prediction, record.value)
+                if isinstance(message, Prediction) and message.request_id.startswith(tag):
+                    got[message.request_id] = message.model_version
+    consumer.close()
+    assert len(got) == sent, f"{len(got)} of {sent} answered"
+    return [got[f"{tag}{i}"] for i in range(sent)]
+
+
+def wait_until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_rollback_makes_running_predictors_answer_with_the_previous_version(
+    settings_factory: SettingsFactory, tmp_path: Path
+) -> None:
+    data = churn_csv(tmp_path / "churn.csv", rows=600)
+    settings = settings_factory(data=data, target="churned", max_rounds=30, missing_features="impute", partitions=2)
+    assert bootstrap(settings).version == "1"
+    assert bootstrap(settings).version == "2"
+
+    predictor = Predictor(settings)
+    thread = threading.Thread(target=predictor.run, daemon=True)
+    thread.start()
+    try:
+        predictor.wait_ready(timeout=60)
+        wait_until(lambda: versions_answering(settings, 5) == ["2"] * 5, 30, "version 2 answering")
+
+        result = cli(settings, "rollback")
+        assert result.returncode == 0, result.stderr
+        assert "version 2 → 1" in result.stdout
+        assert ModelStore(settings).champion_version() == "1"
+        wait_until(lambda: versions_answering(settings, 5) == ["1"] * 5, 30, "version 1 answering after rollback")
+
+        status = cli(settings, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert report["champion"]["version"] == "1"
+        assert [v["version"] for v in report["versions"]] == ["1", "2"]
+        assert report["champions_published"] == 3  # v1, v2, the rollback to v1
+        assert "requests" in report["lag"]["predictor"]  # no label was sent: labels has no commit yet
+        assert report["lag"]["predictor"]["requests"] == 0  # every request answered and committed
+
+        table = cli(settings, "status")
+        assert table.returncode == 0 and "champion of" in table.stdout and "consumer lag" in table.stdout
+    finally:
+        predictor.stop()
+        thread.join(timeout=30)
+
+
+def test_rollback_without_history_or_to_an_unknown_version_is_one_clear_line(
+    settings_factory: SettingsFactory, tmp_path: Path
+) -> None:
+    settings = settings_factory(data=churn_csv(tmp_path / "c.csv", rows=400), target="churned", max_rounds=20)
+    bootstrap(settings)
+    first = cli(settings, "rollback")
+    assert first.returncode == 2 and "no earlier champion" in first.stderr
+    second = cli(settings, "rollback", "--to", "9")
+    assert second.returncode == 2 and "has no version '9'" in second.stderr

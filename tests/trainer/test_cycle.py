@@ -1,0 +1,168 @@
+"""Full cycles on real Kafka, a real MLflow store and real LightGBM."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import mlflow
+import orjson
+import pytest
+
+from common.bundle import BUNDLE_FILE
+from common.errors import ModelStoreError
+from common.kafka import ensure_topics
+from common.messages import DeadLetter, ModelReload, decode
+from common.model_store import ModelStore
+from common.pipeline import read_table
+from tests.trainer.conftest import TrainerSettings
+from tests.trainer.support import (
+    child_runs,
+    committed,
+    cycle_runs,
+    install_champion,
+    observation,
+    read_topic,
+    send_observations,
+    send_retrain,
+)
+from trainer.observations import ObservationLog
+from trainer.service import Trainer, group_id
+
+pytestmark = pytest.mark.kafka
+
+
+def bad_observations(features: dict[str, object]) -> list[bytes]:
+    return [
+        observation(features, "maybe", 1.0),  # not a class
+        observation({**features, "age": "abc"}, "<=50K", 1.0),  # a numeric feature as text
+        observation({"shoe_size": 42}, ">50K", 1.0),  # another schema altogether
+        b"{not json",
+    ]
+
+
+def test_a_retrain_request_runs_a_full_cycle_and_publishes_a_verifiable_reload(
+    trainer_settings: TrainerSettings, adult: tuple[Path, Path, Path]
+) -> None:
+    settings = trainer_settings(trials=4)
+    base, _, stream = adult
+    stream_frame = read_table(stream).iloc[:300]
+    with Trainer(settings, progress=False) as trainer:
+        ensure_topics(settings)
+        champion = install_champion(settings, read_table(base).iloc[:50], rounds=1, strong=False)
+        sample = {k: v for k, v in read_table(base).iloc[0].to_dict().items() if k != "income"}
+        sent = send_observations(settings, stream_frame, "income", bad_observations(sample))
+        send_retrain(settings, reason="count")
+        result = trainer.run_once()
+    assert result is not None and result.promoted, result
+    store = ModelStore(settings)
+
+    # MLflow: one parent run, one child per trial, the tags, the plots, a new version.
+    (run,) = cycle_runs(store)
+    assert run.info.run_id == result.run_id and run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["streamfit.state"] == "promoted" and tags["streamfit.reason"] == "count"
+    assert sum(orjson.loads(tags["streamfit.watermarks"]).values()) == sent == 304
+    assert len(tags["streamfit.data_hash"]) == 64 and tags["streamfit.package_version"]
+    assert (tags["streamfit.rows_base"], tags["streamfit.rows_observations"]) == ("2000", "240")
+    assert (tags["streamfit.rows_observations_holdout"], tags["streamfit.rows_test"]) == ("60", "500")
+    assert tags["streamfit.dead_lettered"] == "4" and tags["streamfit.observations_read"] == "304"
+    children = child_runs(store, run.info.run_id)
+    assert len(children) == 4 == result.trials
+    for child in children:
+        assert {"cv_loss", "best_iteration"} <= set(child.data.metrics)
+        assert {"learning_rate", "num_leaves", "lambda_l1"} <= set(child.data.params)
+    assert run.data.params["learning_rate"] == repr(result.best_params["learning_rate"])
+    assert {"holdout_loss", "champion_holdout_loss", "best_cv_loss"} <= set(run.data.metrics)
+    assert run.data.metrics["holdout_loss"] < run.data.metrics["champion_holdout_loss"]
+    artifacts = {a.path for a in store.client.list_artifacts(run.info.run_id, "plots")}
+    assert artifacts == {"plots/search_history.png", "plots/feature_importance.png"}
+    versions = store.versions()
+    assert [str(v.version) for v in versions] == [champion, result.version]
+    assert store.champion_version() == result.version
+
+    # Kafka: the reload message names the stored bundle by its sha256; offsets committed.
+    ((key, value),) = read_topic(settings, "models")
+    reload = decode(ModelReload, value)
+    assert isinstance(reload, ModelReload) and key == settings.model_name.encode()
+    assert reload == result.reload and reload.version == result.version
+    stored = Path(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path=f"bundle/{BUNDLE_FILE}", tracking_uri=settings.tracking_uri,
+    )).read_bytes()  # fmt: skip
+    assert hashlib.sha256(stored).hexdigest() == reload.sha256
+    bundle = store.fetch_bundle(reload.uri, reload.sha256)
+    assert bundle.predict([sample])[0][0] in ("<=50K", ">50K")
+    assert committed(settings, group_id(settings)) == 1
+
+    # The four bad observations went to the dead letters, with their reasons.
+    letters = [decode(DeadLetter, v) for _, v in read_topic(settings, "dead-letters")]
+    errors = sorted(letter.error for letter in letters if isinstance(letter, DeadLetter))
+    assert len(errors) == 4
+    assert any("not a class" in e for e in errors) and any("must be a number" in e for e in errors)
+    assert any("no feature of the schema" in e for e in errors) and any("invalid JSON" in e for e in errors)
+
+    # The cache survives the process: a new reader starts from the watermarks.
+    cache = ObservationLog(settings)
+    cache.load()
+    assert len(cache.labels) == 300 and sum(cache.offsets.values()) == 304
+
+    # Same data, settings and seed: the same best parameters; a tie does not promote.
+    with Trainer(settings, progress=True) as again:
+        second = again.run_cycle()
+    assert second.best_params == result.best_params and second.data_hash == result.data_hash
+    assert second.state == "rejected" and len(read_topic(settings, "models")) == 1
+    second_run = store.client.get_run(second.run_id)
+    assert second_run.data.tags["streamfit.observations_read"] == "0"  # all from the Parquet cache
+
+
+def test_a_champion_trained_on_the_holdout_cannot_be_beaten(
+    trainer_settings: TrainerSettings, adult: tuple[Path, Path, Path]
+) -> None:
+    settings = trainer_settings(optimizer="random", trials=2)
+    with Trainer(settings, progress=False) as trainer:
+        ensure_topics(settings)
+        champion = install_champion(settings, read_table(adult[1]), rounds=300, strong=True)  # the test split
+        send_retrain(settings, reason="manual")
+        result = trainer.run_once()
+    assert result is not None and result.state == "rejected"
+    assert result.champion_metrics is not None and result.champion_metrics["loss"] < 0.05
+    assert result.candidate_metrics["loss"] > result.champion_metrics["loss"]
+    store = ModelStore(settings)
+    assert store.champion_version() == champion
+    version = store.client.get_model_version(settings.model_name, result.version)
+    assert version.tags["streamfit.rejected"] == "true"
+    assert float(version.tags["streamfit.candidate_loss"]) == pytest.approx(result.candidate_metrics["loss"])
+    assert float(version.tags["streamfit.champion_loss"]) == pytest.approx(result.champion_metrics["loss"])
+    run = store.client.get_run(result.run_id)
+    assert run.data.tags["streamfit.state"] == "rejected" and "does not beat" in run.data.tags["streamfit.decision"]
+    assert read_topic(settings, "models") == []
+    assert committed(settings, group_id(settings)) == 1
+
+
+def test_too_few_rows_publishes_nothing_and_commits(trainer_settings: TrainerSettings) -> None:
+    settings = trainer_settings(min_rows=5000)
+    with Trainer(settings, progress=False) as trainer:
+        assert trainer.run_once(only_if_requested=True) is None  # nothing pending: no cycle
+        send_retrain(settings)
+        result = trainer.run_once()
+    assert result is not None and result.state == "too_few_rows"
+    run = ModelStore(settings).client.get_run(result.run_id)
+    assert "min_rows 5000" in run.data.tags["streamfit.note"]
+    assert ModelStore(settings).versions() == []
+    assert read_topic(settings, "models") == []
+    assert committed(settings, group_id(settings)) == 1
+
+
+def test_an_unreachable_mlflow_store_fails_the_cycle_and_leaves_the_offset(
+    trainer_settings: TrainerSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    settings = trainer_settings(mlflow_tracking_uri="http://127.0.0.1:9")
+    with Trainer(settings, progress=False) as trainer:
+        ensure_topics(settings)
+        send_retrain(settings)
+        with pytest.raises(ModelStoreError, match=r"MLflow store at http://127.0.0.1:9 failed.*MLFLOW_TRACKING_URI"):
+            trainer.run_once()
+    assert committed(settings, group_id(settings)) is None
+    assert read_topic(settings, "models") == []

@@ -1,0 +1,102 @@
+"""The search on a real LightGBM Dataset (no broker, no MLflow): every optimizer, budgets,
+determinism, and one Dataset for all trials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from common.pipeline import FeaturePipeline
+from common.settings import load_settings
+from tests.trainer.support import synthetic
+from trainer.fit import task_params
+from trainer.objective import CrossValidation, TrialScore, build_dataset
+from trainer.search import SPACE, Search, Trial
+
+
+def cross_validation(task: str = "binary", rows: int = 400) -> CrossValidation:
+    target = {"binary": "bought", "multiclass": "species", "regression": "price"}[task]
+    frame = synthetic(task, rows)
+    pipeline = FeaturePipeline.fit(frame, target)
+    params = task_params(pipeline, load_settings(num_threads=1, seed=7))
+    x, y = pipeline.transform_frame(frame), pipeline.encode_labels(frame[target].tolist())
+    dataset = build_dataset(pipeline, x, y, None, params)
+    return CrossValidation(dataset, params, folds=3, max_rounds=40, early_stopping=10, seed=7,
+                           stratified=task != "regression")  # fmt: skip
+
+
+def search(cv: Any, optimizer: str, trials: int = 4, **kwargs: Any) -> Search:
+    return Search(cv, optimizer=optimizer, trials=trials, time_budget=kwargs.pop("time_budget", 60.0), seed=7,
+                  **kwargs)  # type: ignore[arg-type]  # fmt: skip
+
+
+@pytest.mark.parametrize("optimizer", ["tpe", "gp", "random"])
+def test_each_optimizer_runs_the_budget_starting_from_the_defaults_and_is_deterministic(optimizer: str) -> None:
+    cv = cross_validation()
+    seen: list[tuple[int, float]] = []
+    first = search(cv, optimizer, on_trial=lambda t, best: seen.append((t.number, best.loss if best else 0))).run()
+    assert [t.number for t in first.trials] == [1, 2, 3, 4] and first.stopped_by == "trials"
+    assert first.trials[0].params["learning_rate"] == 0.05 and first.trials[0].params["num_leaves"] == 31
+    assert all(t.ok and 1 <= t.best_iteration <= 40 for t in first.trials)
+    assert first.best.loss == min(t.loss for t in first.trials)
+    assert [b for _, b in seen] == [min(t.loss for t in first.trials[:i]) for i in range(1, 5)]
+    for trial in first.trials:
+        for dim in SPACE:
+            assert dim.low <= trial.params[dim.name] <= dim.high
+        assert isinstance(trial.params["num_leaves"], int)
+    assert len({tuple(sorted(t.params.items())) for t in first.trials}) == 4  # the optimizer explored
+
+    second = search(cv, optimizer).run()
+    assert [t.params for t in second.trials] == [t.params for t in first.trials]
+    assert second.best.params == first.best.params and second.best.loss == first.best.loss
+    assert cv.constructions == 1  # eight trials, one binned Dataset
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_other_tasks_score_with_their_own_metric(task: str) -> None:
+    cv = cross_validation(task)
+    assert cv.metric == {"multiclass": "multi_logloss", "regression": "l2"}[task]
+    result = search(cv, "tpe", trials=2).run()
+    assert result.best.ok and result.best.loss > 0
+
+
+def test_time_budget_ends_the_search_after_the_running_trial() -> None:
+    result = search(cross_validation(), "tpe", trials=50, time_budget=0.001).run()
+    assert len(result.trials) == 1 and result.stopped_by == "time_budget"
+    gp = search(cross_validation(), "gp", trials=50, time_budget=0.001).run()
+    assert len(gp.trials) == 1 and gp.stopped_by == "time_budget"
+
+
+def test_stop_request_ends_the_search() -> None:
+    trials: list[Trial] = []
+    result = search(cross_validation(), "random", trials=50, on_trial=lambda t, b: trials.append(t),
+                    should_stop=lambda: len(trials) >= 2).run()  # fmt: skip
+    assert len(result.trials) == 2 and result.stopped_by == "stop"
+
+
+def test_a_failing_trial_does_not_end_the_search() -> None:
+    cv = cross_validation()
+    calls = {"n": 0}
+
+    def flaky(params: dict[str, Any]) -> TrialScore:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ValueError("LightGBM refused these parameters")
+        return cv(params)
+
+    for optimizer in ("tpe", "gp"):
+        calls["n"] = 0
+        result = search(flaky, optimizer, trials=3).run()
+        assert len(result.trials) == 3
+        assert [t.ok for t in result.trials] == [True, False, True]
+        assert "refused" in str(result.trials[1].error) and result.best.ok
+
+
+def test_all_trials_failing_is_an_error() -> None:
+    def broken(params: dict[str, Any]) -> TrialScore:
+        raise ValueError("no")
+
+    result = search(broken, "random", trials=2).run()
+    with pytest.raises(RuntimeError, match="all 2 trials failed"):
+        _ = result.best

@@ -1,0 +1,179 @@
+"""The trainer as a service: coalescing, crash safety (SIGKILL, a lost acknowledgement),
+and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.errors import BrokerUnavailable
+from common.kafka import ensure_topics
+from common.messages import ModelReload, decode
+from common.model_store import ModelStore
+from common.settings import Settings
+from tests.trainer.conftest import TrainerSettings
+from tests.trainer.support import child_runs, committed, cycle_runs, read_topic, send_retrain, wait_for
+from trainer.publisher import Publisher
+from trainer.service import Trainer, group_id
+
+pytestmark = pytest.mark.kafka
+
+
+def test_retrain_requests_are_coalesced_into_one_cycle_per_drain(trainer_settings: TrainerSettings) -> None:
+    """Ten requests at once: one cycle. Ten more while it trains: one more cycle."""
+    settings = trainer_settings(trials=5)
+    ensure_topics(settings)
+    send_retrain(settings, count=10)
+    store = ModelStore(settings)
+    with Trainer(settings, progress=False) as trainer:
+        worker = threading.Thread(target=trainer.run, kwargs={"timeout": 120}, daemon=True)
+        worker.start()
+        try:
+            wait_for(lambda: cycle_runs(store), 60, "the first cycle to start", every=0.05)
+            send_retrain(settings, count=10, reason="drift")  # while the first cycle trains
+            wait_for(lambda: committed(settings, group_id(settings)) == 20, 90, "all 20 requests committed")
+        finally:
+            trainer.stop()
+            worker.join(30)
+        assert not worker.is_alive()
+        assert trainer.cycles == 2
+    runs = sorted(cycle_runs(store), key=lambda r: r.info.start_time)
+    assert [r.data.tags["streamfit.requests"] for r in runs] == ["10", "10"]
+    assert [r.data.tags["streamfit.reason"] for r in runs] == ["count", "drift"]
+
+
+def test_stop_during_the_search_leaves_the_cycle_to_run_again(trainer_settings: TrainerSettings) -> None:
+    settings = trainer_settings(trials=500, time_budget=60.0)
+    ensure_topics(settings)
+    send_retrain(settings)
+    store = ModelStore(settings)
+    with Trainer(settings, progress=False) as trainer:
+        worker = threading.Thread(target=trainer.run, kwargs={"timeout": 90}, daemon=True)
+        worker.start()
+        try:
+            runs = wait_for(lambda: cycle_runs(store), 60, "the cycle to start", every=0.05)
+            wait_for(lambda: child_runs(store, runs[0].info.run_id), 30, "a first trial", every=0.05)
+        finally:
+            trainer.stop()
+            worker.join(30)
+        assert not worker.is_alive() and trainer.cycles == 0
+    (run,) = cycle_runs(store)
+    assert run.info.status == "KILLED" and run.data.tags["streamfit.state"] == "stopped"
+    assert committed(settings, group_id(settings)) is None and read_topic(settings, "models") == []
+
+
+class LostAckPublisher(Publisher):
+    """The broker goes away just when the reload message is sent."""
+
+    def publish_reload(self, message: ModelReload) -> None:
+        raise BrokerUnavailable("simulated: no acknowledgement for the reload message")
+
+
+def test_a_reload_that_was_never_acknowledged_is_published_once_on_the_next_run(
+    trainer_settings: TrainerSettings,
+) -> None:
+    settings = trainer_settings(optimizer="random", trials=2)
+    ensure_topics(settings)
+    send_retrain(settings)
+    with Trainer(settings, progress=False) as trainer:
+        trainer.publisher = LostAckPublisher(settings)
+        with pytest.raises(BrokerUnavailable):
+            trainer.run_once()
+    store = ModelStore(settings)
+    (run,) = cycle_runs(store)
+    assert run.data.tags["streamfit.state"] == "promoting" and store.champion_version() == "1"
+    assert read_topic(settings, "models") == [] and committed(settings, group_id(settings)) is None
+
+    with Trainer(settings, progress=False) as trainer:
+        assert trainer.run_once() is None  # recovery publishes; the batch is already answered
+        assert trainer.cycles == 0
+    messages = [decode(ModelReload, v) for _, v in read_topic(settings, "models")]
+    assert [m.version for m in messages if isinstance(m, ModelReload)] == ["1"]
+    assert committed(settings, group_id(settings)) == 1
+    (run,) = cycle_runs(store)
+    assert run.data.tags["streamfit.state"] == "promoted" and run.data.tags["streamfit.recovered"] == "true"
+
+
+def trainer_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMFIT_", "MLFLOW_"))}
+    values = {
+        "BOOTSTRAP_SERVERS": settings.bootstrap_servers, "TOPIC_PREFIX": settings.topic_prefix,
+        "MODEL_NAME": settings.model_name, "HOME": str(settings.home), "DATA": str(settings.data),
+        "TEST_DATA": str(settings.test_data), "TARGET": settings.target, "TRIALS": str(settings.trials),
+        "TIME_BUDGET": str(settings.time_budget), "MAX_ROUNDS": str(settings.max_rounds),
+        "NUM_THREADS": "1", "BROKER_TIMEOUT": "20", "LOG_LEVEL": "INFO",
+    }  # fmt: skip
+    env.update({f"STREAMFIT_{k}": v for k, v in values.items()})
+    return env
+
+
+class TrainerProcess:
+    """``streamfit trainer`` in a subprocess, its log lines collected as they come."""
+
+    def __init__(self, settings: Settings, *args: str) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamfit.cli", "trainer", *args], env=trainer_env(settings),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def log(self) -> str:
+        return "".join(self.lines[-60:])
+
+
+@pytest.fixture
+def processes() -> Iterator[list[TrainerProcess]]:
+    started: list[TrainerProcess] = []
+    yield started
+    for proc in started:
+        if proc.process.poll() is None:
+            proc.process.kill()
+            proc.process.wait(10)
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_cycle_reruns_it_and_publishes_exactly_one_reload(
+    trainer_settings: TrainerSettings, processes: list[TrainerProcess]
+) -> None:
+    settings = trainer_settings(trials=200, time_budget=3.0)
+    ensure_topics(settings)
+    send_retrain(settings)
+
+    first = TrainerProcess(settings)
+    processes.append(first)
+    wait_for(lambda: first.saw("trial 2/200") or first.process.poll() is not None, 90, "the search to start")
+    assert first.process.poll() is None, first.log()
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(10)
+    assert read_topic(settings, "models") == [] and committed(settings, group_id(settings)) is None
+
+    second = TrainerProcess(settings)
+    processes.append(second)
+    wait_for(lambda: committed(settings, group_id(settings)) == 1, 120, f"the cycle to run again\n{second.log()}")
+    second.process.send_signal(signal.SIGTERM)
+    assert second.process.wait(30) == 0, second.log()
+    assert second.saw("trainer stopped after 1 cycle(s)"), second.log()
+
+    messages = [decode(ModelReload, v) for _, v in read_topic(settings, "models")]
+    assert len(messages) == 1 and isinstance(messages[0], ModelReload)
+    store = ModelStore(settings)
+    states = sorted(r.data.tags["streamfit.state"] for r in cycle_runs(store))
+    assert states == ["promoted", "training"]  # the killed cycle's run never finished
+    assert messages[0].version == store.champion_version()

@@ -1,0 +1,142 @@
+"""The score of one trial: ``lgb.cv`` with early stopping on a Dataset built once per cycle.
+
+Binning the features is the costly part of building a LightGBM Dataset; doing it once per cycle
+and handing the same constructed Dataset to every trial keeps trials cheap. That only holds while
+no trial changes a Dataset-level parameter (LightGBM then silently rebuilds it), which is why the
+Dataset is built with the same fixed parameters as the trials and the search space holds only
+booster parameters; ``CrossValidation`` checks it after every trial.
+
+On a Spark cluster (hyperopt's ``SparkTrials``) the objective is pickled to the executors: it
+travels as its raw arrays, and each executor process bins them once per cycle (``_WORKER_CACHE``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from common.pipeline import FeaturePipeline
+
+log = logging.getLogger(__name__)
+
+# Metrics where a larger value is better; the search minimises, so their sign is flipped.
+HIGHER_IS_BETTER = frozenset({"auc", "average_precision", "ndcg", "map", "auc_mu"})
+DATASET_PARAMS: dict[str, Any] = {"max_bin": 255, "feature_pre_filter": False, "verbosity": -1}
+_WORKER_CACHE: dict[str, lgb.Dataset] = {}  # on a Spark executor: the cycle's Dataset, by token
+
+
+@dataclass(frozen=True)
+class TrialScore:
+    loss: float  # lower is better
+    best_iteration: int
+    std: float = math.nan
+
+
+def first_metric(params: dict[str, Any]) -> str:
+    metric = params.get("metric", "")
+    if isinstance(metric, (list, tuple)):
+        metric = metric[0] if metric else ""
+    return str(metric).split(",")[0].strip()
+
+
+def build_dataset(
+    pipeline: FeaturePipeline,
+    x: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray | None,
+    base_params: dict[str, Any],
+) -> lgb.Dataset:
+    """The cycle's one Dataset, binned now with the parameters every trial will pass again."""
+    dataset = lgb.Dataset(
+        x, label=y, weight=weight, feature_name=pipeline.feature_names,
+        categorical_feature=pipeline.categorical_indices, free_raw_data=False,
+        params={**base_params, **DATASET_PARAMS},
+    )  # fmt: skip
+    return dataset.construct()
+
+
+class CrossValidation:
+    """Callable objective: booster parameters in, cross-validated loss and best iteration out."""
+
+    def __init__(
+        self,
+        dataset: lgb.Dataset,
+        base_params: dict[str, Any],
+        *,
+        folds: int,
+        max_rounds: int,
+        early_stopping: int,
+        seed: int,
+        stratified: bool,
+    ) -> None:
+        self.dataset = dataset
+        self.base_params = {**base_params, **DATASET_PARAMS}
+        self.folds = folds
+        self.max_rounds = max_rounds
+        self.early_stopping = early_stopping
+        self.seed = seed
+        self.stratified = stratified
+        self.metric = first_metric(self.base_params)
+        self.constructions = 1  # how often the Dataset was binned this cycle (should stay 1)
+        self._handle = dataset._handle
+        self._token = uuid.uuid4().hex
+        self._dataset_params = dict(dataset.params or {})
+
+    # --- pickling, for SparkTrials: the raw arrays travel, each executor bins them once ----------
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("dataset", "_handle")}
+        ds = self.dataset
+        state["_raw"] = (ds.data, ds.label, ds.weight, ds.feature_name, ds.categorical_feature)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        raw = state.pop("_raw")
+        self.__dict__.update(state)
+        dataset = _WORKER_CACHE.get(self._token)
+        if dataset is None:
+            x, y, weight, names, categorical = raw
+            dataset = lgb.Dataset(
+                x, label=y, weight=weight, feature_name=names, categorical_feature=categorical,
+                free_raw_data=False, params=dict(self._dataset_params),
+            ).construct()  # fmt: skip
+            _WORKER_CACHE.clear()  # one cycle's data at a time
+            _WORKER_CACHE[self._token] = dataset
+        self.dataset = dataset
+        self._handle = dataset._handle
+
+    def __call__(self, params: dict[str, Any]) -> TrialScore:
+        full = {**self.base_params, **params}
+        result = lgb.cv(
+            full, self.dataset, num_boost_round=self.max_rounds, nfold=self.folds,
+            stratified=self.stratified, shuffle=True, seed=self.seed,
+            callbacks=[lgb.early_stopping(self.early_stopping, first_metric_only=True, verbose=False)],
+        )  # fmt: skip
+        if self.dataset._handle is not self._handle:
+            self.constructions += 1
+            self._handle = self.dataset._handle
+            log.warning("the LightGBM Dataset was rebuilt by a trial (a Dataset-level parameter changed)")
+        key = self._result_key(result)
+        history = result[key]
+        assert isinstance(history, list)
+        best = len(history)  # lgb.cv cuts the history at the best iteration when it stops early
+        value = float(history[-1])
+        std_key = key.removesuffix("-mean") + "-stdv"
+        spread = result.get(std_key)
+        std = float(spread[-1]) if isinstance(spread, list) and spread else math.nan
+        loss = -value if self.metric in HIGHER_IS_BETTER else value
+        return TrialScore(loss, best, std)
+
+    def _result_key(self, result: dict[str, Any]) -> str:
+        wanted = f"valid {self.metric}-mean"
+        if wanted in result:
+            return wanted
+        means = [k for k in result if k.endswith("-mean")]
+        if not means:
+            raise RuntimeError(f"lgb.cv returned no metric (asked for {self.metric!r})")
+        return means[0]
