@@ -1,0 +1,420 @@
+"""The predictor service: one consumer group over ``requests`` and ``labels``, micro-batches in,
+predictions, observations, retrain signals and dead letters out, offsets committed only after the
+broker acknowledged every output of the batch (at-least-once; Kafka transactions for exactly-once).
+
+Per batch: poll (bounded by ``batch_size`` and ``batch_timeout_ms``), read and validate every
+record, build one feature matrix, one ``predict`` call, one prediction per request, the label
+joins, then deliver and commit. The model is read once per batch from the hot swap, which loads
+new models in a background thread; the first batch waits until a model is loaded (the group is
+joined only then, so a replica without a model holds no partitions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.errors import KafkaError, ProducerFencedError
+
+from common.bundle import ModelBundle
+from common.errors import BrokerUnavailable, ModelStoreError
+from common.health import HealthServer
+from common.kafka import CO_PARTITIONED, ensure_topics, make_consumer, make_producer
+from common.messages import Retrain, dead_letter
+from common.model_store import ModelStore
+from common.settings import Settings
+from predictor.batching import PolledBatch, collect
+from predictor.encoding import observation_json, prediction_json
+from predictor.hot_swap import HotSwap, LoadedModel
+from predictor.intake import Intake, Reader
+from predictor.label_join import NO_LABEL, LabelJoin, Served
+from predictor.metrics import PredictorMetrics
+from predictor.model_follower import ModelFollower
+from predictor.retrain_signal import RetrainCounter
+from predictor.throttled_log import ThrottledLog
+
+log = logging.getLogger(__name__)
+
+POLL_WAIT_MS: Final = 100  # longest wait for a first record: how quickly stop() is noticed
+WAITING_LOG_EVERY: Final = 5.0  # seconds between "no model yet" lines
+WARM_UP_ROWS: Final = 8  # recent request rows a new model is warmed up on
+PARALLEL_PREDICT_ROWS: Final = 5000  # smaller batches predict on one thread (no OpenMP spin)
+LIVE_AFTER: Final = 180.0  # /healthz fails when the loop has not turned for this long
+RETRY_PAUSE: Final = 1.0
+PRODUCER_LINGER_MS: Final = 1000  # seconds before a batch the broker refused is retried
+
+TOPICS: Final = ("requests", "labels", "predictions", "observations", "retrain", "models", "dead-letters")
+
+Output = tuple[str, bytes | None, bytes, int | None]  # (topic, key, value, partition or None: by key)
+
+
+class Predictor:
+    """The service, runnable in-process (tests, the demo) or from ``streamfit predictor``.
+
+    ::
+
+        predictor = Predictor(settings)
+        thread = threading.Thread(target=predictor.run)
+        thread.start()
+        predictor.wait_ready(timeout=30)
+        ...
+        predictor.stop()  # the batch in hand is finished, delivered and committed
+        thread.join()
+
+    ``run`` owns every connection: it opens them, serves, and closes them when it returns; a
+    predictor runs once. ``stop`` only sets a flag, so it is safe from a signal handler.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group_id: str | None = None,
+        replica_id: str | None = None,
+        metrics: PredictorMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.group_id = group_id or settings.group_id("predictor")
+        self.replica_id = replica_id or socket.gethostname()
+        self.transactional = settings.processing_guarantee == "exactly-once"
+        self.metrics = metrics or PredictorMetrics()
+        self.join = LabelJoin(settings.pending_max, settings.pending_max_age)
+        self.metrics.watch(self.join)
+        self.retrain = RetrainCounter(settings.retrain_every)
+        self.swap = HotSwap(self._fetch, self.metrics, sample=lambda: self._recent)
+        self.topics = {name: settings.topic(name) for name in TOPICS}
+        self._store: ModelStore | None = None
+        self._recent: Sequence[Mapping[str, Any]] = ()
+        self._stopping = False
+        self._state = "new"
+        self._assigned: frozenset[TopicPartition] = frozenset()
+        self._heartbeat = time.monotonic()
+        self._follower: ModelFollower | None = None
+        self._same_partition = False  # answers go to their request's partition number (see _predict)
+        self._dead_log = ThrottledLog(log, logging.WARNING, 10.0)
+        self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
+
+    # --- public surface ---------------------------------------------------------------------------
+    @property
+    def model(self) -> LoadedModel | None:
+        return self.swap.current
+
+    @property
+    def model_version(self) -> str | None:
+        model = self.swap.current
+        return model.version if model else None
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        return self._assigned
+
+    @property
+    def ready(self) -> bool:
+        return self.swap.current is not None and bool(self._assigned)
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            if time.monotonic() > deadline or self._state == "closed":
+                return False
+            time.sleep(0.05)
+        return True
+
+    def stop(self) -> None:
+        """Finish the batch in hand, deliver, commit, close. Only sets a flag (signal-safe)."""
+        self._stopping = True
+
+    def run(self, timeout: float | None = None, count: int | None = None) -> int:
+        """Serve until ``stop()``, ``timeout`` seconds, or ``count`` records read (whole batches);
+        returns the number of records read (requests, labels and rejected messages)."""
+        if self._state != "new":
+            raise RuntimeError("a Predictor runs once; create a new one")
+        self._state = "running"
+        try:
+            with contextlib.ExitStack() as stack:
+                counts = ensure_topics(self.settings)
+                self._same_partition = len({counts[self.topics[name]] for name in CO_PARTITIONED}) == 1
+                if self.settings.metrics_port:
+                    health = HealthServer(self.settings.metrics_port, self.metrics.registry,
+                                          ready=self._ready_probe, live=self._live_probe)  # fmt: skip
+                    stack.enter_context(health)
+                self._follower = ModelFollower(self.settings, self.swap, self.metrics).start()
+                stack.callback(self._follower.stop)
+                producer = self._open_producer()
+                stack.callback(producer.close, timeout=5)
+                consumer = make_consumer(
+                    self.settings, self.group_id, client_id=f"streamfit-predictor-{self.replica_id}",
+                    partition_assignment_strategy=(RangePartitionAssignor,),  # partition i of both topics together
+                )  # fmt: skip
+                stack.callback(consumer.close, autocommit=False)
+                stack.callback(self._dead_log.flush)
+                log.info(
+                    "predictor for model %s: group %s, %s, batches of up to %d records / %d ms",
+                    self.settings.model_name, self.group_id, self.settings.processing_guarantee,
+                    self.settings.batch_size, self.settings.batch_timeout_ms,
+                )  # fmt: skip
+                return self._serve(consumer, producer, timeout, count)
+        finally:
+            self._state = "closed"
+            self._assigned = frozenset()
+            log.info("predictor stopped")
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def _serve(self, consumer: KafkaConsumer, producer: KafkaProducer, timeout: float | None, count: int | None) -> int:
+        settings, topics = self.settings, self.topics
+        deadline = None if timeout is None else time.monotonic() + timeout
+        read = 0
+        subscribed = False
+        last_waiting_line = -WAITING_LOG_EVERY
+        reader: Reader | None = None
+        while not self._stopping:
+            now = self._heartbeat = time.monotonic()
+            if (deadline is not None and now >= deadline) or (count is not None and read >= count):
+                break
+            if self.swap.current is None:
+                if now - last_waiting_line >= WAITING_LOG_EVERY:
+                    last_waiting_line = now
+                    log.info(
+                        "no model to serve yet: waiting for model %s on %s (requests are not consumed until one "
+                        "loads; `streamfit bootstrap` publishes a first one)", settings.model_name, topics["models"],
+                    )  # fmt: skip
+                time.sleep(0.05)
+                continue
+            if not subscribed:
+                consumer.subscribe([topics["requests"], topics["labels"]])
+                subscribed = True
+            batch = collect(
+                lambda ms, n: consumer.poll(timeout_ms=ms, max_records=n),
+                settings.batch_size, POLL_WAIT_MS, settings.batch_timeout_ms,
+            )  # fmt: skip
+            self._track_assignment(consumer)
+            if not batch.records:
+                continue
+            model = self.swap.current  # read once per batch, after the poll: a swap falls between batches
+            assert model is not None  # models are only ever replaced, never removed
+            if reader is None or reader.pipeline is not model.pipeline:
+                reader = Reader(model.pipeline, topics["requests"], topics["labels"],
+                                settings.missing_features == "reject", settings.max_message_bytes)  # fmt: skip
+            self._answer(batch, model, reader, consumer, producer)
+            read += len(batch.records)
+        return read
+
+    def _answer(
+        self, batch: PolledBatch, model: LoadedModel, reader: Reader, consumer: KafkaConsumer, producer: KafkaProducer
+    ) -> None:
+        intake = reader.read(batch.records)
+        self.join.begin()
+        retrain_state = self.retrain.snapshot()
+        outputs: list[Output] = []
+        observations = self._predict(intake, model, outputs)
+        observations += self._join_labels(intake, outputs)
+        self._dead_letters(intake, outputs)
+        due = self.retrain.add(observations)
+        if due:
+            self._signal(due, outputs)
+        if not self._deliver(outputs, batch, consumer, producer):
+            self.join.rollback()
+            self.retrain.restore(retrain_state)
+            return
+        self.join.commit()
+        self.join.expire(time.monotonic())
+        m = self.metrics
+        m.requests.inc(intake.requests_read)
+        m.labels.inc(intake.labels_read)
+        m.predictions.inc(len(intake.ids))
+        m.observations.inc(observations)
+        m.batch_size.observe(len(batch.records))
+        m.batch_seconds.observe(time.monotonic() - batch.started)
+
+    def _predict(self, intake: Intake, model: LoadedModel, outputs: list[Output]) -> int:
+        """One matrix, one predict call, one prediction per request; returns the observations made."""
+        ids = intake.ids
+        if not ids:
+            return 0
+        started = time.perf_counter()
+        pipeline, bundle = model.pipeline, model.bundle
+        raw = bundle.predict_matrix(pipeline.transform(intake.features), 1 if len(ids) <= PARALLEL_PREDICT_ROWS else 0)
+        predictions, scores = pipeline.decode(raw)
+        self.metrics.predict_seconds.observe(time.perf_counter() - started)
+        self._recent = intake.features[:WARM_UP_ROWS]
+        at, mono, version = time.time(), time.monotonic(), model.version
+        topic, observations_topic = self.topics["predictions"], self.topics["observations"]
+        served, append, features = self.join.served, outputs.append, intake.features
+        partitions = intake.partitions if self._same_partition else [None] * len(ids)
+        observations = 0
+        for i, (request_id, raw_request, label, prediction, score, partition) in enumerate(
+            zip(ids, intake.raws, intake.carried, predictions, scores, partitions, strict=True)
+        ):
+            key = request_id.encode()
+            append((topic, key, prediction_json(request_id, prediction, score, version, at), partition))
+            if label is NO_LABEL:
+                label = served(request_id, Served(raw_request, prediction, score, version, mono))
+                if label is NO_LABEL:
+                    continue
+            observation = observation_json(request_id, features[i], label, prediction, score, version, at)
+            append((observations_topic, key, observation, partition))
+            observations += 1
+        return observations
+
+    def _join_labels(self, intake: Intake, outputs: list[Output]) -> int:
+        if not intake.labels:
+            return 0
+        topic, at, mono, label_of = self.topics["observations"], time.time(), time.monotonic(), self.join.label
+        joined = 0
+        same_partition = self._same_partition
+        for request_id, label, partition in intake.labels:
+            entry = label_of(request_id, label, mono)
+            if entry is None:
+                continue
+            features = orjson.loads(entry.raw)["features"]
+            value = observation_json(
+                request_id, features, label, entry.prediction, entry.score, entry.model_version, at
+            )
+            outputs.append((topic, request_id.encode(), value, partition if same_partition else None))
+            joined += 1
+        return joined
+
+    def _dead_letters(self, intake: Intake, outputs: list[Output]) -> None:
+        topic = self.topics["dead-letters"]
+        for rejection in intake.rejected:
+            record = rejection.record
+            letter = dead_letter(record.topic, record.partition, record.offset, rejection.reason, record.value)
+            outputs.append((topic, record.key, letter.encode(), None))
+            self.metrics.dead_letters.labels(rejection.kind).inc()
+            self._dead_log(
+                "dead-lettered %s[%d]@%d (%s): %s", record.topic, record.partition, record.offset, rejection.kind,
+                rejection.reason[:300],
+            )  # fmt: skip
+
+    def _signal(self, due: int, outputs: list[Output]) -> None:
+        key, every = self.settings.model_name.encode(), self.retrain.every
+        for _ in range(due):
+            message = Retrain(reason="count", observations=every, requested_at=time.time())
+            outputs.append((self.topics["retrain"], key, message.encode(), None))
+        self.metrics.retrain_signals.inc(due)
+        log.info(
+            "retrain signal for model %s: %d more observations (%d in all from this replica)",
+            self.settings.model_name, every * due, self.retrain.total,
+        )  # fmt: skip
+
+    # --- delivery ---------------------------------------------------------------------------------
+    def _deliver(
+        self, outputs: list[Output], batch: PolledBatch, consumer: KafkaConsumer, producer: KafkaProducer
+    ) -> bool:
+        """Send every output, wait for the acknowledgements, then commit the batch's offsets.
+
+        Returns False when the broker refused the output: the batch is rewound and will be read
+        again (never skipped). A commit refused after the output was acknowledged (a rebalance)
+        only means the batch may be answered twice, by this replica or the next owner.
+        """
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in batch.next.items()}
+        send = producer.send
+        try:
+            if self.transactional:
+                producer.begin_transaction()
+                for topic, key, value, partition in outputs:
+                    send(topic, key=key, value=value, partition=partition)
+                producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
+                producer.commit_transaction()
+                return True
+            futures = [
+                send(topic, key=key, value=value, partition=partition) for topic, key, value, partition in outputs
+            ]
+            producer.flush()
+            for future in futures:
+                if future.failed():
+                    raise future.exception
+        except ProducerFencedError as exc:
+            raise BrokerUnavailable(
+                f"another predictor took this one's transactional id ({self.group_id}.{self.replica_id}): {exc}; "
+                "give each replica its own --replica-id"
+            ) from exc
+        except KafkaError as exc:
+            self._rewind(batch, consumer, producer, exc)
+            return False
+        try:
+            consumer.commit(offsets)
+        except KafkaError as exc:
+            self.metrics.commit_failures.inc()
+            log.warning("offsets of a delivered batch were not committed (%s); it may be answered again", exc)
+        return True
+
+    def _rewind(self, batch: PolledBatch, consumer: KafkaConsumer, producer: KafkaProducer, exc: Exception) -> None:
+        if self.transactional:
+            with contextlib.suppress(KafkaError):
+                producer.abort_transaction()
+        assigned = consumer.assignment()
+        for tp, offset in batch.first.items():
+            if tp in assigned:
+                consumer.seek(tp, offset)
+        self.metrics.batch_retries.inc()
+        log.error(
+            "the broker did not take a batch's output (%s: %s); retrying it in %.0fs",
+            type(exc).__name__, exc, RETRY_PAUSE,
+        )  # fmt: skip
+        time.sleep(RETRY_PAUSE)
+
+    # --- wiring -----------------------------------------------------------------------------------
+    def _open_producer(self) -> KafkaProducer:
+        # Every batch ends with a flush (or a transaction commit): a long linger keeps the sender
+        # thread asleep while the batch's outputs are appended, then sends them in one request.
+        config: dict[str, Any] = {
+            "client_id": f"streamfit-predictor-{self.replica_id}",
+            "linger_ms": PRODUCER_LINGER_MS,
+        }
+        if not self.transactional:
+            return make_producer(self.settings, **config)
+        producer = make_producer(self.settings, transactional_id=f"{self.group_id}.{self.replica_id}", **config)
+        try:
+            producer.init_transactions()  # fences and aborts what a previous run of this replica left open
+        except Exception:
+            producer.close(timeout=5)
+            raise
+        return producer
+
+    def _fetch(self, uri: str, sha256: str) -> ModelBundle:
+        if self._store is None:
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in a service log
+            try:
+                self._store = ModelStore(self.settings)
+            except ModelStoreError:
+                raise
+            except Exception as exc:
+                raise ModelStoreError(f"cannot open the MLflow store at {self.settings.tracking_uri}: {exc}") from exc
+        return self._store.fetch_bundle(uri, sha256)
+
+    def _track_assignment(self, consumer: KafkaConsumer) -> None:
+        assigned = frozenset(consumer.assignment())
+        if assigned != self._assigned:
+            self._assigned = assigned
+            by_topic: dict[str, list[int]] = {}
+            for tp in sorted(assigned):
+                by_topic.setdefault(tp.topic, []).append(tp.partition)
+            log.info("partitions assigned to this replica: %s", by_topic or "none")
+
+    def _ready_probe(self) -> tuple[bool, str]:
+        model = self.swap.current
+        if model is None:
+            return (
+                False,
+                f"no model loaded yet (waiting for model {self.settings.model_name} on {self.topics['models']})",
+            )
+        if not self._assigned:
+            return False, f"model version {model.version} loaded; no partitions assigned yet in group {self.group_id}"
+        return True, f"serving version {model.version} on {len(self._assigned)} partitions"
+
+    def _live_probe(self) -> tuple[bool, str]:
+        idle = time.monotonic() - self._heartbeat
+        if idle > LIVE_AFTER:
+            return False, f"the serving loop has not turned for {idle:.0f}s"
+        if self._follower is not None and not self._follower.alive and not self._stopping:
+            return False, "the thread that follows the models topic died (see the log)"
+        return True, "ok"

@@ -1,0 +1,83 @@
+"""The label join, without a broker: join, hold, expire, evict, undo."""
+
+from __future__ import annotations
+
+import pytest
+
+from predictor.label_join import NO_LABEL, LabelJoin, Served
+
+
+def served(request_id: str, at: float = 0.0) -> Served:
+    return Served(f'{{"request_id":"{request_id}","features":{{}}}}'.encode(), "yes", 0.9, "1", at)
+
+
+def test_a_label_joins_what_was_served_once() -> None:
+    join = LabelJoin(max_size=10, max_age=60)
+    entry = served("a")
+    assert join.served("a", entry) is NO_LABEL
+    assert join.label("a", "no", now=1.0) is entry
+    assert join.pending == 0 and join.joined == 1
+    assert join.label("a", "no", now=1.0) is None  # a second label for it: held, then unknown
+    join.expire(now=1.0 + join.hold_age)
+    assert join.unknown == 1 and join.held == 0
+
+
+def test_a_label_that_comes_before_its_request_is_held_and_joined_when_it_is_served() -> None:
+    join = LabelJoin(max_size=10, max_age=60, hold_age=5)
+    assert join.label("early", "yes", now=0.0) is None
+    assert join.held == 1 and join.held_total == 1
+    assert join.served("early", served("early", at=1.0)) == "yes"
+    assert join.held == 0 and join.pending == 0 and join.joined == 1
+
+
+def test_held_labels_expire_as_unknown_and_are_bounded() -> None:
+    join = LabelJoin(max_size=10, max_age=60, hold_max=2, hold_age=5)
+    for i, request_id in enumerate(("a", "b", "c")):
+        join.label(request_id, "yes", now=float(i))
+    assert join.held == 2 and join.unknown == 1  # the oldest went first
+    join.expire(now=6.5)  # "b" (held at 1.0) is older than 5 s, "c" (2.0) is not
+    assert join.held == 1 and join.unknown == 2
+
+
+def test_served_requests_are_bounded_by_size_and_age() -> None:
+    join = LabelJoin(max_size=3, max_age=10)
+    for i in range(5):
+        join.served(f"r{i}", served(f"r{i}", at=float(i)))
+    assert join.pending == 3 and join.evicted == 2
+    assert join.label("r0", "yes", now=5.0) is None  # evicted: not joined
+    join.expire(now=13.5)  # r2 (2.0) and r3 (3.0) are older than 10 s; r4 (4.0) is not
+    assert join.pending == 1 and join.expired == 2
+    assert join.label("r4", "yes", now=13.5) is not None
+
+
+def test_serving_a_request_again_refreshes_it() -> None:
+    join = LabelJoin(max_size=2, max_age=10)
+    join.served("a", served("a", at=0.0))
+    join.served("b", served("b", at=1.0))
+    again = served("a", at=2.0)
+    join.served("a", again)  # a repeated batch (at-least-once): the newest answer wins
+    join.served("c", served("c", at=3.0))  # evicts "b", now the oldest
+    assert join.label("b", "x", now=3.0) is None
+    assert join.label("a", "x", now=3.0) is again
+
+
+def test_rollback_puts_back_what_a_failed_batch_joined() -> None:
+    join = LabelJoin(max_size=10, max_age=60)
+    first = served("a")
+    join.served("a", first)
+    join.label("early", "yes", now=0.0)
+    join.begin()
+    assert join.label("a", "no", now=1.0) is first
+    assert join.served("early", served("early")) == "yes"
+    join.rollback()
+    assert join.joined == 0 and join.pending == 1 and join.held == 1
+    join.begin()
+    assert join.label("a", "no", now=2.0) is first  # the retried batch joins it again
+    join.commit()
+    join.rollback()  # nothing to undo after a commit
+    assert join.joined == 1 and join.pending == 0
+
+
+def test_bounds_are_checked() -> None:
+    with pytest.raises(ValueError):
+        LabelJoin(max_size=0, max_age=1)
