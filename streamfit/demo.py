@@ -263,7 +263,8 @@ class Demo:
         console.print(f"logs: {self.workdir}/{{predictor,trainer,broker,demo}}.log")
         console.print(
             f"MLflow runs: {db}\n  see them with: mlflow ui --backend-store-uri sqlite:///{db} "
-            f"--default-artifact-root {self.settings.artifact_root.as_uri()}"
+            f"--default-artifact-root {self.settings.artifact_root.as_uri()}",
+            soft_wrap=True,  # one line, to copy and paste
         )
 
 
