@@ -120,7 +120,13 @@ class Demo:
         log_path = self.workdir / f"{name}.log"
         out = log_path.open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamfit.cli", name, *argv], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "streamfit.cli", name, *argv],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # Ctrl+C reaches the demo alone (it stops the children in order); a child dies with the demo.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         child = Child(name, process, log_path)
         self.children.append(child)
@@ -266,6 +272,15 @@ class Demo:
             f"--default-artifact-root {self.settings.artifact_root.as_uri()}",
             soft_wrap=True,  # one line, to copy and paste
         )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the demo dies, however it dies."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _fmt(value: Any) -> str:

@@ -54,7 +54,7 @@ def demo(workdir: Path, *args: str) -> subprocess.Popen[str]:
 
 def test_demo_promotes_a_retrained_model_and_reports_it(tmp_path: Path) -> None:
     workdir = tmp_path / "run"
-    process = demo(workdir, "--requests", "2000", "--rate", "50", "--drift-at", "500")
+    process = demo(workdir, "--requests", "4000", "--rate", "50", "--drift-at", "500")
     out, _ = process.communicate(timeout=420)
     assert process.returncode == 0, out[-4000:]
     promoted = [line for line in out.splitlines() if line.startswith("versions promoted by the trainer:")]
