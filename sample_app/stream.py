@@ -75,6 +75,7 @@ class SampleAppOptions:
     plot: Path | None = None
     progress: ProgressMode = "auto"
     handle_sigint: bool = True  # first Ctrl+C stops cleanly (main thread only)
+    until_swap: bool = False  # past ``count`` (up to twice it): go on until a swap and ``window`` answers after it
 
     def check(self) -> None:
         problems = [
@@ -254,16 +255,28 @@ class _Loop:
             interrupted = True
         return self._finish(interrupted)
 
+    def _limit(self) -> int:
+        """Requests to send in all (0: forever). With ``until_swap``, a slow retrain extends the run
+        until the new version has answered a full window, so that before and after can be compared."""
+        count = self.options.count
+        if not self.options.until_swap or count == 0:
+            return count
+        if not self.stats.points:
+            return 2 * count
+        return min(2 * count, max(count, self.stats.points[0].position + self.options.window))
+
     def _sending(self) -> bool:
-        return self.options.count == 0 or self.next_index < self.options.count
+        limit = self._limit()
+        return limit == 0 or self.next_index < limit
 
     def _send_due(self, now: float) -> None:
         options = self.options
         # At a rate: as many as the schedule says by now (the first at once); else a burst.
         due = int((now - self.start) * options.rate) + 1 - self.next_index if options.rate > 0 else SEND_BURST
         due = min(due, SEND_BURST, options.max_in_flight - len(self.pending))
-        if options.count:
-            due = min(due, options.count - self.next_index)
+        limit = self._limit()
+        if limit:
+            due = min(due, limit - self.next_index)
         for _ in range(max(0, due)):
             self._send_request()
 
@@ -375,7 +388,7 @@ class _Loop:
     def _snapshot(self) -> Snapshot:
         return self.stats.snapshot(
             time.monotonic() - self.start,
-            self.options.count,
+            self._limit(),
             len(self.pending),
             len(self.labels),
             self.options.drift_at,

@@ -54,7 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path("demo-run"), help="folder for the store, logs and plot (wiped first)"
     )
-    parser.add_argument("--requests", type=int, default=3000, help="requests the sample app sends")
+    parser.add_argument(
+        "--requests", type=int, default=3000,
+        help="requests the sample app sends (up to twice as many while no retrained model has answered yet)",
+    )  # fmt: skip
     parser.add_argument("--rate", type=float, default=40.0, help="requests per second")
     parser.add_argument("--drift-at", type=int, default=1000, help="request from which the stream drifts (0: no drift)")
     parser.add_argument("--label-delay", type=float, default=1.0, help="seconds from a prediction to its label")
@@ -207,6 +210,7 @@ class Demo:
         options = SampleAppOptions(
             count=self.args.requests, rate=self.args.rate, label_delay=self.args.label_delay,
             drift_at=self.args.drift_at or None, plot=plot, handle_sigint=False, timeout=60.0,
+            until_swap=True,  # a slow machine still shows a swap: up to twice --requests
         )  # fmt: skip
         summary = run_sample_app(self.settings, options, console=console)
         self.report(summary, time.monotonic() - started)
