@@ -22,10 +22,12 @@ from common.bundle import ModelBundle
 from common.errors import BundleError
 from common.messages import ModelReload
 from common.model_store import ModelStore
+from common.profile import ReferenceProfile
 from common.settings import Settings
 from trainer import plots
 from trainer.coalesce import RetrainBatch
 from trainer.data import BaseData, CycleData, assemble, load_base, select_observations
+from trainer.drift import reference_rows
 from trainer.fit import evaluate, task_params, train_bundle
 from trainer.metrics import CYCLE_SECONDS, CYCLES, TRIALS
 from trainer.objective import CrossValidation, build_dataset
@@ -232,7 +234,11 @@ class CycleRunner:
         candidate = train_bundle(pipeline, dataset, final_params, best.best_iteration, meta)
         hx, hy = data.holdout.matrix(pipeline)
         candidate_metrics = evaluate(candidate, hx, hy)
-        candidate = ModelBundle(candidate.booster, pipeline, {**candidate.meta, "metrics": candidate_metrics})
+        reference = data.x[reference_rows(data.rows_base, data.rows_observations, settings.seed)]
+        profile = ReferenceProfile.build(pipeline, reference, candidate_metrics)
+        candidate = ModelBundle(
+            candidate.booster, pipeline, {**candidate.meta, "metrics": candidate_metrics, "profile": profile.to_dict()}
+        )
 
         # --- the champion, on the same holdout ----------------------------------------------------
         champion_version, champion_metrics = self._champion(data)
