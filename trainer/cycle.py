@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from common.bundle import ModelBundle
 from common.errors import BundleError
 from common.messages import ModelReload
@@ -27,9 +29,9 @@ from common.settings import Settings
 from trainer import plots
 from trainer.coalesce import RetrainBatch
 from trainer.data import BaseData, CycleData, assemble, load_base, select_observations
-from trainer.drift import reference_rows
+from trainer.drift import ADVERSARIAL_ROWS, TrainServeSkew, adversarial_validation, reference_rows
 from trainer.fit import evaluate, task_params, train_bundle
-from trainer.metrics import CYCLE_SECONDS, CYCLES, TRIALS
+from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
 from trainer.objective import CrossValidation, build_dataset
 from trainer.observations import ObservationLog, Refresh
 from trainer.progress import SearchProgress
@@ -120,6 +122,7 @@ class CycleRunner:
             experiment_id = experiment_id or self.store.experiment_id()  # an unreachable store fails here, first
             self._base = base = load_base(settings, self._base)
             refresh = self.observations.refresh(base.pipeline, self.publisher.dead_letter, self.publisher.flush)
+            self._check_skew(refresh)
             cached = self.observations
             observations, invalid = select_observations(
                 base.pipeline, cached.features, cached.labels, cached.observed_at, cached.request_ids,
@@ -137,6 +140,7 @@ class CycleRunner:
         )  # fmt: skip
         try:
             run.log_params({f"setting.{k}": getattr(settings, k) for k in SEARCH_SETTINGS})
+            self._drift_report(run, data)
             result = self._train_and_decide(run, batch, data, refresh, started)
         except CycleAborted:
             CYCLES.labels("stopped").inc()
@@ -155,6 +159,44 @@ class CycleRunner:
         return result
 
     # --- the steps --------------------------------------------------------------------------
+    def _check_skew(self, refresh: Refresh) -> None:
+        """Fail the cycle loudly when the predictor encoded features otherwise than this trainer."""
+        SKEW_CHECKED.inc(refresh.skew_checked)
+        if not refresh.skew:
+            return
+        SKEW_MISMATCHES.inc(len(refresh.skew))
+        raise TrainServeSkew(
+            f"{len(refresh.skew)} of {refresh.skew_checked} observations that carried their served vector were "
+            f"encoded otherwise by the predictor than by this trainer; first: {refresh.skew[0]}. They were "
+            "dead-lettered and no model is trained from this cycle: run predictor and trainer with the same base "
+            "data (--data / STREAMFIT_DATA) and the same streamfit version"
+        )
+
+    def _drift_report(self, run: CycleRun, data: CycleData) -> None:
+        """Adversarial validation of the newest observations against the base rows, on the parent run."""
+        pipeline = data.pipeline
+        base = data.x[: data.rows_base]
+        newest = data.x[data.rows_base :]
+        if len(data.holdout.observations):
+            newest = np.vstack([newest, pipeline.transform(data.holdout.observations.features)])
+        result = adversarial_validation(pipeline, base, newest, self.settings.seed)
+        if result is None:
+            log.info("drift report skipped: %d observations (fewer than needed)", len(newest))
+            return
+        reference = ReferenceProfile.build(pipeline, base)
+        counts = reference.counts(reference.bin(newest[-ADVERSARIAL_ROWS:]))
+        psi = dict(zip(reference.names, reference.psi(counts).tolist(), strict=True))
+        DRIFT_SCORE.set(result.drift)
+        run.log_metrics({"drift_score": result.drift, "adversarial_auc": result.auc,
+                         **{f"psi.{name}": value for name, value in psi.items()}})  # fmt: skip
+        top = sorted(psi.items(), key=lambda kv: -kv[1])[:3]
+        run.set_tags({"streamfit.drift_score": round(result.drift, 4),
+                      "streamfit.drift_top": {name: round(value, 4) for name, value in top}})  # fmt: skip
+        run.log_figure(plots.drift_report(psi, result.drift, result.auc, (len(base), len(newest))),
+                       "plots/drift_report.png")  # fmt: skip
+        log.info("drift of the newest %d observations vs the base data: AUC %.3f, score %.3f, top PSI %s",
+                 result.new_rows, result.auc, result.drift, {k: round(v, 3) for k, v in top})  # fmt: skip
+
     def _tags(self, batch: RetrainBatch, data: CycleData, refresh: Refresh) -> dict[str, Any]:
         import streamfit
 
@@ -256,7 +298,7 @@ class CycleRunner:
             "streamfit.champion_loss": "none" if champion_metrics is None else champion_metrics["loss"],
             "streamfit.champion_version": champion_version or "none",
         }  # fmt: skip
-        self._tag_version(version, {**scores, "streamfit.run_id": run.run_id})
+        self._tag_version(version, {**scores, "streamfit.run_id": run.run_id, "streamfit.reason": batch.reason})
         more: dict[str, Any] = {
             "version": version, "decision": decision, "candidate_metrics": candidate_metrics,
             "champion_metrics": champion_metrics, "champion_version": champion_version,

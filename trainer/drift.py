@@ -22,6 +22,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from common.errors import StreamfitError
 from common.pipeline import FeaturePipeline
 from common.profile import REFERENCE_ROWS
 
@@ -84,11 +85,25 @@ def adversarial_validation(
 # --- train/serve skew --------------------------------------------------------------------------
 
 
+class TrainServeSkew(StreamfitError):
+    """The predictor fed its model other values than the trainer's pipeline makes of the same
+    raw features: a model trained now would learn from another encoding than it is served."""
+
+
 @dataclass(frozen=True)
 class Skew:
     feature: str
     served: float | None
     trained: float | None
+
+    def describe(self) -> str:
+        def show(value: float | None) -> str:
+            return "missing" if value is None else f"{value:g}"
+
+        return (
+            f"train/serve skew on feature {self.feature!r}: the predictor served {show(self.served)}, "
+            f"the trainer's pipeline makes {show(self.trained)} of the same raw value"
+        )
 
 
 def skew(pipeline: FeaturePipeline, features: Mapping[str, Any], served: Sequence[float | None]) -> Skew | None:
