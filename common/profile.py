@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,37 @@ class FeatureProfile:
     @property
     def bins(self) -> int:
         return len(self.expected)
+
+
+class _Binner:
+    """The profile's bins as arrays, so that a batch is binned in a few calls: numeric columns by
+    comparing with a padded matrix of edges, categorical ones by clipping their codes."""
+
+    def __init__(self, features: tuple[FeatureProfile, ...]) -> None:
+        self.width = max((_bins(f) for f in features), default=1)
+        self.offsets = np.arange(len(features), dtype=np.int64) * self.width
+        self.numeric = np.array([j for j, f in enumerate(features) if f.kind == "numeric"], dtype=np.int64)
+        self.categorical = np.array([j for j, f in enumerate(features) if f.kind != "numeric"], dtype=np.int64)
+        numeric = [features[j] for j in self.numeric]
+        longest = max((len(f.edges) for f in numeric), default=0)
+        self.edges = np.full((len(numeric), max(1, longest)), np.inf)
+        for i, f in enumerate(numeric):
+            self.edges[i, : len(f.edges)] = f.edges
+        self.numeric_missing = np.array([len(f.edges) + 1 for f in numeric], dtype=np.int16)
+        self.kept = np.array([features[j].categories for j in self.categorical], dtype=np.float64)
+        self.n_features = len(features)
+
+    def bin(self, matrix: np.ndarray) -> np.ndarray:
+        out = np.empty((len(matrix), self.n_features), dtype=np.int16)
+        if len(self.numeric):
+            values = matrix[:, self.numeric]
+            index = (values[:, :, None] >= self.edges[None, :, :]).sum(axis=2)  # edges <= value, as searchsorted right
+            out[:, self.numeric] = np.where(np.isnan(values), self.numeric_missing, index)
+        if len(self.categorical):
+            codes = matrix[:, self.categorical]
+            # codes beyond the last kept bin share "other" (= kept); missing goes to the bin after it
+            out[:, self.categorical] = np.where(np.isnan(codes), self.kept + 1, np.minimum(codes, self.kept))
+        return out
 
 
 @dataclass(frozen=True)
@@ -85,30 +117,24 @@ class ReferenceProfile:
     @property
     def width(self) -> int:
         """Bins of the widest feature: the second dimension of ``counts``."""
-        return max((_bins(f) for f in self.features), default=1)
+        return self._binner.width
 
     def bin(self, matrix: np.ndarray) -> np.ndarray:
-        """The bin of every cell (rows x features, int16)."""
-        out = np.empty(matrix.shape, dtype=np.int16)
-        for j, feature in enumerate(self.features):
-            column = matrix[:, j]
-            missing = np.isnan(column)
-            if feature.kind == "numeric":
-                index = np.searchsorted(np.asarray(feature.edges), column, side="right")
-                out[:, j] = np.where(missing, len(feature.edges) + 1, index)
-            else:
-                codes = np.where(missing, 0, column).astype(np.int64)
-                index = np.minimum(codes, feature.categories)  # codes beyond the last kept bin share "other"
-                out[:, j] = np.where(missing, feature.categories + 1, index)
-        return out
+        """The bin of every cell (rows x features, int16): a few numpy calls whatever the width."""
+        return self._binner.bin(matrix)
 
     def counts(self, bins: np.ndarray) -> np.ndarray:
         """Rows per (feature, bin) of a binned matrix: one bincount for the whole batch."""
-        n_features, width = len(self.features), self.width
+        binner = self._binner
+        n_features, width = len(self.features), binner.width
         if bins.size == 0:
             return np.zeros((n_features, width), dtype=np.int64)
-        flat = bins.astype(np.int64) + np.arange(n_features, dtype=np.int64) * width
+        flat = bins.astype(np.int64) + binner.offsets
         return np.bincount(flat.ravel(), minlength=n_features * width).reshape(n_features, width)
+
+    @cached_property
+    def _binner(self) -> _Binner:
+        return _Binner(self.features)
 
     def psi(self, counts: np.ndarray) -> np.ndarray:
         """The population stability index of every feature for a window's ``counts``."""

@@ -13,10 +13,13 @@ When a feature's PSI exceeds ``drift_psi_threshold``, or the live metric falls m
 ``drift_cooldown`` served requests; the service turns it into a ``retrain`` message with reason
 ``drift`` and the features that moved most.
 
-Cost on the serving path: per batch, binning the matrix the model already read (one
-``searchsorted`` per numeric column) and three ``bincount`` calls over the window's ring buffer;
-per joined observation, one tuple appended to a list. The PSI itself is one vectorised expression
-evaluated at most every ``CHECK_EVERY`` requests. No Python loop runs over rows.
+Cost on the serving path: per batch, a reference to the matrix the model already read is kept,
+and per joined observation one tuple is appended to a list. Every ``CHECK_EVERY`` requests (or
+observations) the kept matrices are binned at once (a handful of numpy calls, whatever the number
+of features), counted into the window with ``bincount``, the observations scored, and the PSI
+evaluated as one vectorised expression. No Python loop runs over rows except the scoring of
+joined observations (one comparison each). The verdict therefore lags by at most ``CHECK_EVERY``
+requests, which a window of a thousand absorbs.
 
 A new model empties both windows: its reference is another, and the old model's answers say
 nothing about the new one. A model without a profile (bundles made before profiles existed) is
@@ -118,6 +121,7 @@ class _Model:
     live_sum: float = 0.0
     since_check: int = 0
     psi: np.ndarray | None = None  # the last PSI per feature (None until a full window)
+    pending: list[np.ndarray] = field(default_factory=list)  # batch matrices not binned yet
     names: list[str] = field(default_factory=list)
 
 
@@ -143,13 +147,8 @@ class DriftMonitor:
         n = len(matrix)
         self.since_alarm += n
         model.since_check += n
-        if model.profile is None or model.bins is None or model.counts is None:
-            return
-        bins = model.profile.bin(matrix[-self.window :])
-        old = model.bins.push(bins)
-        if len(old):
-            model.counts -= model.profile.counts(old)
-        model.counts += model.profile.counts(bins)
+        if model.profile is not None:
+            model.pending.append(matrix)  # binned in bulk by check(), every CHECK_EVERY requests
 
     def check(self) -> Alarm | None:
         """Fold in the observations since the last call, evaluate, and maybe raise an alarm."""
@@ -157,11 +156,14 @@ class DriftMonitor:
         if model is None:
             self.outcomes.clear()
             return None
+        if model.since_check < CHECK_EVERY and len(self.outcomes) < CHECK_EVERY:
+            return None  # little new evidence: the verdict cannot have changed much
+        model.since_check = 0
+        self._fold_requests(model)
         self._fold_outcomes(model)
         causes = []
-        if model.bins is not None and model.bins.full and (model.psi is None or model.since_check >= CHECK_EVERY):
+        if model.bins is not None and model.bins.full:
             model.psi = self._psi(model)
-            model.since_check = 0
         if model.psi is not None and self.psi_threshold > 0 and float(model.psi.max()) > self.psi_threshold:
             causes.append("psi")
         live = self.live_metric
@@ -259,6 +261,17 @@ class DriftMonitor:
         self._model = model
         return model
 
+    def _fold_requests(self, model: _Model) -> None:
+        pending, model.pending = model.pending, []
+        if not pending or model.profile is None or model.bins is None or model.counts is None:
+            return
+        matrix = (pending[0] if len(pending) == 1 else np.vstack(pending))[-self.window :]
+        bins = model.profile.bin(matrix)
+        old = model.bins.push(bins)
+        if len(old):
+            model.counts -= model.profile.counts(old)
+        model.counts += model.profile.counts(bins)
+
     def _psi(self, model: _Model) -> np.ndarray:
         assert model.counts is not None and model.expected is not None and model.valid is not None
         counts = model.counts.astype(np.float64)
@@ -274,7 +287,12 @@ class DriftMonitor:
         if model.regression:
             values = [_error(p, y) for v, p, y in outcomes if v == version]
         else:
-            values = [1.0 if category_key(p) == category_key(y) else 0.0 for v, p, y in outcomes if v == version]
+            key = category_key
+            values = [
+                1.0 if (p == y and type(p) is type(y)) or key(p) == key(y) else 0.0
+                for v, p, y in outcomes
+                if v == version
+            ]
         scored = np.array([v for v in values if v is not None], dtype=np.float64)
         if not len(scored):
             return

@@ -140,7 +140,6 @@ class CycleRunner:
         )  # fmt: skip
         try:
             run.log_params({f"setting.{k}": getattr(settings, k) for k in SEARCH_SETTINGS})
-            self._drift_report(run, data)
             result = self._train_and_decide(run, batch, data, refresh, started)
         except CycleAborted:
             CYCLES.labels("stopped").inc()
@@ -173,7 +172,14 @@ class CycleRunner:
         )
 
     def _drift_report(self, run: CycleRun, data: CycleData) -> None:
-        """Adversarial validation of the newest observations against the base rows, on the parent run."""
+        """Adversarial validation of the newest observations against the base rows, on the parent
+        run. Diagnostics: a failure here is logged, and does not fail the cycle."""
+        try:
+            self._measure_drift(run, data)
+        except Exception as exc:  # noqa: BLE001 - the model is already decided and published
+            log.warning("drift report of cycle %s failed: %s: %s", run.run_id, type(exc).__name__, exc)
+
+    def _measure_drift(self, run: CycleRun, data: CycleData) -> None:
         pipeline = data.pipeline
         base = data.x[: data.rows_base]
         newest = data.x[data.rows_base :]
@@ -309,6 +315,7 @@ class CycleRunner:
             self._tag_version(version, {"streamfit.rejected": "true"})
             run.set_tags({**scores, VERSION: version, STATE: "rejected"})
             run.log_metrics({"cycle_seconds": time.monotonic() - started})
+            self._drift_report(run, data)
             run.finish()
             log.info("version %s rejected: %s", version, decision.reason)
             return self._result(run, batch, data, refresh, started, "rejected", **more)
@@ -321,6 +328,7 @@ class CycleRunner:
                                     "streamfit.previous_champion": champion_version or "none"})  # fmt: skip
         run.set_tags({STATE: "promoted"})
         run.log_metrics({"cycle_seconds": time.monotonic() - started})
+        self._drift_report(run, data)  # after the reload: diagnostics never delay a promotion
         run.finish()
         log.info("version %s promoted: %s", version, decision.reason)
         return self._result(run, batch, data, refresh, started, "promoted", reload=reload, **more)
