@@ -218,6 +218,12 @@ class CycleRunner:
             "streamfit.data": str(self.settings.data_path), "streamfit.host": f"{socket.gethostname()}:{os.getpid()}",
             **{f"streamfit.{k}": v for k, v in data.counts().items()},
         }  # fmt: skip
+        drifting: dict[str, float] = {}
+        for request in batch.requests:
+            for feature in request.top_features or ():
+                drifting[feature.feature] = max(feature.psi, drifting.get(feature.feature, 0.0))
+        if drifting:  # what the predictors saw move, for whoever reads the run
+            tags["streamfit.drift_requested_for"] = {k: round(v, 4) for k, v in sorted(drifting.items())}
         if batch.next_offsets:
             tags[RETRAIN_TOPIC] = batch.topic
             tags[RETRAIN_FIRST] = {str(p): o for p, o in sorted(batch.first_offsets.items())}

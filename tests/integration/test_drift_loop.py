@@ -192,6 +192,9 @@ def test_a_drift_is_detected_retrained_and_recovered_from(
     assert champion is not None and champion != "1"
     tags = dict(store.client.get_model_version(settings.model_name, champion).tags)
     assert tags["streamfit.reason"] == "drift"
+    run = store.client.get_run(tags["streamfit.run_id"])
+    assert "hours_per_week" in orjson.loads(run.data.tags["streamfit.drift_requested_for"])
+    assert run.data.metrics["drift_score"] > 0.3  # the cycle's adversarial validation saw it too
 
     # 3. Recovery, and the frozen model on exactly the same requests.
     frozen_bundle = store.fetch_bundle(*_uri_sha(store, "1"))
