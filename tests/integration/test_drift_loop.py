@@ -45,7 +45,7 @@ from tests.conftest import SettingsFactory
 from trainer.bootstrap import bootstrap
 from trainer.service import Trainer
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = pytest.mark.kafka
 
 DRIFT_AT = 2000
 DETECTION_BOUND = 600  # drifted requests answered before the drift retrain is asked for
@@ -122,6 +122,7 @@ def services(loop_settings: Settings) -> Iterator[tuple[Predictor, Trainer]]:
         trainer.close()
 
 
+@pytest.mark.slow
 def test_a_drift_is_detected_retrained_and_recovered_from(
     loop_settings: Settings, services: tuple[Predictor, Trainer]
 ) -> None:
@@ -214,3 +215,33 @@ def test_a_drift_is_detected_retrained_and_recovered_from(
 def _uri_sha(store: ModelStore, version: str) -> tuple[str, str]:
     message = store.reload_message(version)
     return message.uri, message.sha256
+
+
+def test_no_drift_retrain_over_20000_undrifted_requests(loop_settings: Settings) -> None:
+    """The real predictor with the default drift settings (window 1,000, PSI 0.25, a 5-point drop)
+    serves 20,000 undrifted Adult test requests, every one labelled, as fast as the sample app
+    sends them: it judges full windows all along and never asks for a drift retrain."""
+    settings = loop_settings
+    bootstrap(settings)
+    predictor = Predictor(settings)
+    thread = threading.Thread(target=predictor.run, daemon=True)
+    thread.start()
+    try:
+        assert predictor.wait_ready(60), "the predictor did not become ready"
+        options = SampleAppOptions(count=20_000, rate=0, label_delay=0.2, timeout=120, progress="off",
+                                   handle_sigint=False)  # fmt: skip
+        summary = run_sample_app(settings, options)
+        assert summary.answered == 20_000 and summary.labels_sent == 20_000
+        deadline = time.monotonic() + 60
+        while predictor.metrics.value("observations_total") < 20_000:
+            assert time.monotonic() < deadline, "the predictor did not join every label"
+            time.sleep(0.2)
+    finally:
+        predictor.stop()
+        thread.join(60)
+    monitor = predictor.drift
+    assert monitor.served_in_window >= 900 and monitor.overall_psi is not None and monitor.live_metric is not None
+    print(f"\nno drift: overall PSI {monitor.overall_psi:.4f}, highest {max(monitor.feature_psi().values()):.4f}, "
+          f"live accuracy {monitor.live_metric:.4f} vs holdout {monitor.holdout_metric}")  # fmt: skip
+    assert monitor.alarms == 0 and predictor.metrics.value("drift_signals_total", {"cause": "metric"}) == 0
+    assert [m for m in retrain_messages(settings) if m.reason == "drift"] == []
