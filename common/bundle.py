@@ -21,6 +21,7 @@ import orjson
 
 from common.errors import BundleError
 from common.pipeline import FeaturePipeline
+from common.profile import ReferenceProfile
 
 BUNDLE_FORMAT = 1
 BUNDLE_FILE = "streamfit-bundle.zip"
@@ -96,3 +97,16 @@ class ModelBundle:
     @property
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in dict(self.meta.get("metrics", {})).items()}
+
+    @property
+    def profile(self) -> ReferenceProfile | None:
+        """The reference profile (``meta.json``'s ``profile``), or None: bundles made before
+        profiles existed, or one that does not fit the pipeline, are served without drift checks."""
+        data = self.meta.get("profile")
+        if not isinstance(data, Mapping):
+            return None
+        try:
+            profile = ReferenceProfile.from_dict(data)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return profile if profile.fits(self.pipeline) else None

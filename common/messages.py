@@ -58,13 +58,22 @@ class Observation(Message):
     score: float
     model_version: StrictStr
     observed_at: Timestamp
+    # For a sample of observations: the vector the model read (null: missing), for the trainer's
+    # train/serve skew check.
+    served: list[StrictFloat | None] | None = None
+
+
+class FeatureDrift(Message):
+    feature: StrictStr
+    psi: Annotated[float, Field(ge=0)]
 
 
 class Retrain(Message):
     reason: Literal["count", "drift", "manual"]
     observations: Annotated[StrictInt, Field(ge=0)]
     requested_at: Timestamp
-    details: dict[str, Any] | None = None  # e.g. the top drifting features for reason "drift"
+    details: dict[str, Any] | None = None  # e.g. the drift scores for reason "drift"
+    top_features: list[FeatureDrift] | None = None  # reason "drift": the features that moved most, by PSI
 
 
 class ModelReload(Message):

@@ -87,6 +87,23 @@ class Settings(BaseSettings):
     pending_max_age: float = _field(
         3600.0, "Seconds a served request waits for its label before it is dropped.", "predictor", gt=0
     )
+    drift_window: int = _field(
+        1000, "Served requests, and joined observations, in the sliding windows of the drift checks.", "predictor",
+        ge=50,
+    )  # fmt: skip
+    drift_psi_threshold: float = _field(
+        0.25, "Ask for a drift retrain when a feature's PSI over the window exceeds this (0: off).", "predictor", ge=0
+    )
+    drift_metric_drop: float = _field(
+        0.05,
+        "Ask for a drift retrain when live accuracy falls this far below the holdout's "
+        "(regression: the mean absolute error rises by this share) (0: off).",
+        "predictor",
+        ge=0,
+    )
+    drift_cooldown: int = _field(
+        5000, "Fewest requests a replica serves between two drift retrain requests.", "predictor", ge=0
+    )
     missing_features: Literal["reject", "impute"] = _field(
         "reject", "A request without a feature of the schema: dead-letter it, or treat it as missing.", "general"
     )

@@ -34,15 +34,17 @@ def observation_json(
     score: float,
     model_version: str,
     at: float,
+    served: list[float] | None = None,
 ) -> bytes:
-    return _dumps(
-        {
-            "request_id": request_id,
-            "features": features,
-            "label": label,
-            "prediction": prediction,
-            "score": score,
-            "model_version": model_version,
-            "observed_at": at,
-        }
-    )
+    message = {
+        "request_id": request_id,
+        "features": features,
+        "label": label,
+        "prediction": prediction,
+        "score": score,
+        "model_version": model_version,
+        "observed_at": at,
+    }
+    if served is not None:
+        message["served"] = served  # NaN is written as null: missing
+    return _dumps(message)

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from predictor.drift import DriftMonitor
 from predictor.label_join import LabelJoin
 
 NAMESPACE = "streamfit_predictor"
@@ -33,7 +34,13 @@ class PredictorMetrics:
             "dead_letters", "Messages sent to dead-letters, by reason class.", ["reason"], namespace=ns, registry=r
         )
         self.observations = Counter("observations", "Joined observations produced.", namespace=ns, registry=r)
-        self.retrain_signals = Counter("retrain_signals", "Retrain signals produced.", namespace=ns, registry=r)
+        self.retrain_signals = Counter(
+            "retrain_signals", "Retrain signals produced (count and drift).", namespace=ns, registry=r
+        )
+        self.drift_signals = Counter(
+            "drift_signals", "Retrain signals for drift, by cause (psi, metric or psi,metric).", ["cause"],
+            namespace=ns, registry=r,
+        )  # fmt: skip
         self.batch_size = Histogram("batch_size", "Records per batch.", namespace=ns, registry=r, buckets=BATCH_SIZES)
         self.batch_seconds = Histogram(
             "batch_latency_seconds",
@@ -73,6 +80,10 @@ class PredictorMetrics:
         """Expose the label join's counters and sizes, read when scraped."""
         self.registry.register(_JoinCollector(join))
 
+    def watch_drift(self, monitor: DriftMonitor) -> None:
+        """Expose the drift monitor's PSI and live metric, read when scraped."""
+        self.registry.register(_DriftCollector(monitor))
+
     def serving(self, version: str, sha256: str) -> None:
         try:
             self.model_version.set(float(version))
@@ -107,3 +118,46 @@ class _JoinCollector(Collector):
         yield dropped
         yield GaugeMetricFamily(f"{ns}_pending_labels", "Served requests waiting for their label.", value=join.pending)
         yield GaugeMetricFamily(f"{ns}_held_labels", "Labels waiting for their request.", value=join.held)
+
+
+class _DriftCollector(Collector):
+    def __init__(self, monitor: DriftMonitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Any]:
+        monitor, ns = self.monitor, NAMESPACE
+        nan = math.nan
+        per_feature = GaugeMetricFamily(
+            f"{ns}_drift_psi", "PSI of each feature over the window of served requests (absent until it is full).",
+            labels=["feature"],
+        )  # fmt: skip
+        for feature, psi in monitor.feature_psi().items():
+            per_feature.add_metric([feature], psi)
+        yield per_feature
+        overall = monitor.overall_psi
+        yield GaugeMetricFamily(
+            f"{ns}_drift_psi_overall", "Mean PSI over the features (NaN until the window is full).",
+            value=nan if overall is None else overall,
+        )  # fmt: skip
+        holdout = monitor.holdout_metric
+        metric = "none" if holdout is None else holdout[0]
+        live = monitor.live_metric
+        live_family = GaugeMetricFamily(
+            f"{ns}_live_metric", "Accuracy (regression: mean absolute error) over the window of joined observations "
+            "of the model serving (NaN until the window is full).", labels=["metric"],
+        )  # fmt: skip
+        live_family.add_metric([metric], nan if live is None else live)
+        yield live_family
+        holdout_family = GaugeMetricFamily(
+            f"{ns}_holdout_metric", "The same metric on the holdout the model serving was promoted on.",
+            labels=["metric"],
+        )  # fmt: skip
+        holdout_family.add_metric([metric], nan if holdout is None else holdout[1])
+        yield holdout_family
+        yield GaugeMetricFamily(
+            f"{ns}_drift_window_requests", "Served requests in the drift window.", value=monitor.served_in_window
+        )
+        yield GaugeMetricFamily(
+            f"{ns}_drift_window_observations", "Joined observations in the live-metric window.",
+            value=monitor.observed_in_window,
+        )  # fmt: skip

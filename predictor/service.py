@@ -28,10 +28,11 @@ from common.bundle import ModelBundle
 from common.errors import BrokerUnavailable, ModelStoreError
 from common.health import HealthServer
 from common.kafka import CO_PARTITIONED, ensure_topics, make_consumer, make_producer
-from common.messages import Retrain, dead_letter
+from common.messages import FeatureDrift, Retrain, dead_letter
 from common.model_store import ModelStore
 from common.settings import Settings
 from predictor.batching import PolledBatch, collect
+from predictor.drift import Alarm, DriftMonitor
 from predictor.encoding import observation_json, prediction_json
 from predictor.hot_swap import HotSwap, LoadedModel
 from predictor.intake import Intake, Reader
@@ -39,6 +40,7 @@ from predictor.label_join import NO_LABEL, LabelJoin, Served
 from predictor.metrics import PredictorMetrics
 from predictor.model_follower import ModelFollower
 from predictor.retrain_signal import RetrainCounter
+from predictor.served_sample import ServedSample
 from predictor.throttled_log import ThrottledLog
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,10 @@ class Predictor:
         self.join = LabelJoin(settings.pending_max, settings.pending_max_age)
         self.metrics.watch(self.join)
         self.retrain = RetrainCounter(settings.retrain_every)
+        self.drift = DriftMonitor(settings.drift_window, settings.drift_psi_threshold, settings.drift_metric_drop,
+                                  settings.drift_cooldown)  # fmt: skip
+        self.metrics.watch_drift(self.drift)
+        self.served_sample = ServedSample()
         self.swap = HotSwap(self._fetch, self.metrics, sample=lambda: self._recent)
         self.topics = {name: settings.topic(name) for name in TOPICS}
         self._store: ModelStore | None = None
@@ -212,7 +218,7 @@ class Predictor:
     ) -> None:
         intake = reader.read(batch.records)
         self.join.begin()
-        retrain_state = self.retrain.snapshot()
+        retrain_state, drift_state = self.retrain.snapshot(), self.drift.snapshot()
         outputs: list[Output] = []
         observations = self._predict(intake, model, outputs)
         observations += self._join_labels(intake, outputs)
@@ -220,9 +226,12 @@ class Predictor:
         due = self.retrain.add(observations)
         if due:
             self._signal(due, outputs)
+        if alarm := self.drift.check():
+            self._signal_drift(alarm, outputs)
         if not self._deliver(outputs, batch, consumer, producer):
             self.join.rollback()
             self.retrain.restore(retrain_state)
+            self.drift.restore(drift_state)
             return
         self.join.commit()
         self.join.expire(time.monotonic())
@@ -241,9 +250,13 @@ class Predictor:
             return 0
         started = time.perf_counter()
         pipeline, bundle = model.pipeline, model.bundle
-        raw = bundle.predict_matrix(pipeline.transform(intake.features), 1 if len(ids) <= PARALLEL_PREDICT_ROWS else 0)
+        matrix = pipeline.transform(intake.features)
+        raw = bundle.predict_matrix(matrix, 1 if len(ids) <= PARALLEL_PREDICT_ROWS else 0)
         predictions, scores = pipeline.decode(raw)
         self.metrics.predict_seconds.observe(time.perf_counter() - started)
+        self.drift.requests(model.version, bundle, matrix)
+        self.served_sample.sample(ids[0], matrix)
+        outcome, take_served = self.drift.outcomes.append, self.served_sample.waiting.pop
         self._recent = intake.features[:WARM_UP_ROWS]
         at, mono, version = time.time(), time.monotonic(), model.version
         topic, observations_topic = self.topics["predictions"], self.topics["observations"]
@@ -259,8 +272,11 @@ class Predictor:
                 label = served(request_id, Served(raw_request, prediction, score, version, mono))
                 if label is NO_LABEL:
                     continue
-            observation = observation_json(request_id, features[i], label, prediction, score, version, at)
+            observation = observation_json(
+                request_id, features[i], label, prediction, score, version, at, take_served(request_id, None)
+            )
             append((observations_topic, key, observation, partition))
+            outcome((version, prediction, label))
             observations += 1
         return observations
 
@@ -270,15 +286,18 @@ class Predictor:
         topic, at, mono, label_of = self.topics["observations"], time.time(), time.monotonic(), self.join.label
         joined = 0
         same_partition = self._same_partition
+        outcome, take_served = self.drift.outcomes.append, self.served_sample.waiting.pop
         for request_id, label, partition in intake.labels:
             entry = label_of(request_id, label, mono)
             if entry is None:
                 continue
             features = orjson.loads(entry.raw)["features"]
             value = observation_json(
-                request_id, features, label, entry.prediction, entry.score, entry.model_version, at
-            )
+                request_id, features, label, entry.prediction, entry.score, entry.model_version, at,
+                take_served(request_id, None),
+            )  # fmt: skip
             outputs.append((topic, request_id.encode(), value, partition if same_partition else None))
+            outcome((entry.model_version, entry.prediction, label))
             joined += 1
         return joined
 
@@ -304,6 +323,16 @@ class Predictor:
             "retrain signal for model %s: %d more observations (%d in all from this replica)",
             self.settings.model_name, every * due, self.retrain.total,
         )  # fmt: skip
+
+    def _signal_drift(self, alarm: Alarm, outputs: list[Output]) -> None:
+        top = [FeatureDrift(feature=name, psi=max(0.0, psi)) for name, psi in alarm.top_features]
+        message = Retrain(reason="drift", observations=alarm.observations, requested_at=time.time(),
+                          details=alarm.details(), top_features=top or None)  # fmt: skip
+        outputs.append((self.topics["retrain"], self.settings.model_name.encode(), message.encode(), None))
+        self.metrics.retrain_signals.inc()
+        self.metrics.drift_signals.labels(",".join(alarm.causes)).inc()
+        log.warning("drift under model %s version %s: %s; retrain requested", self.settings.model_name,
+                    alarm.model_version, alarm.describe())  # fmt: skip
 
     # --- delivery ---------------------------------------------------------------------------------
     def _deliver(

@@ -47,6 +47,9 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "num_threads": 1,
     "half_life": 1000.0,
     "partitions": 2,
+    # A swap restarts the drift windows, and the demo swaps every few hundred labels: smaller windows.
+    "drift_window": 300,
+    "drift_cooldown": 1000,
 }
 
 
@@ -236,13 +239,15 @@ class Demo:
         for mv in store.versions():
             tags = dict(mv.tags)
             candidate = tags.get("streamfit.candidate_loss")
+            reason = tags.get("streamfit.reason")
+            trainer = f"trainer ({reason} retrain)" if reason else "trainer"
             if candidate is None:
                 made, decision = "bootstrap", "first champion"
             elif tags.get("streamfit.rejected"):
-                made, decision = "trainer", "[red]rejected[/]"
+                made, decision = trainer, "[red]rejected[/]"
                 rejected += 1
             else:
-                made, decision = "trainer", "[green]promoted[/]"
+                made, decision = trainer, "[green]promoted[/]"
                 promoted += 1
             loss = candidate or tags.get("metric.loss")
             table.add_row(
@@ -250,6 +255,7 @@ class Demo:
                 _fmt(tags.get("streamfit.champion_loss")), decision,
             )  # fmt: skip
         console.print(table)
+        self.report_drift()
 
         swaps = Table(title=f"{summary.metric} around each model swap (window {summary.window} answers)")
         for column in ("swap", "at request", "before", "after"):
@@ -275,6 +281,26 @@ class Demo:
             f"MLflow runs: {db}\n  see them with: mlflow ui --backend-store-uri sqlite:///{db} "
             f"--default-artifact-root {self.settings.artifact_root.as_uri()}",
             soft_wrap=True,  # one line, to copy and paste
+        )
+
+    def report_drift(self) -> None:
+        """The drift retrains the predictor asked for, and what it saw."""
+        from streamfit.operations import drift_requests
+
+        drifts = drift_requests(self.settings)
+        if not drifts:
+            self.console.print("drift retrain requests: none")
+            return
+        first = drifts[0]
+        top = ", ".join(f"{f.feature} (PSI {f.psi:.2f})" for f in first.top_features or [])
+        details = first.details or {}
+        live = (
+            f"; live {details['metric']} {details['live']:.3f} vs holdout {details['holdout']:.3f}"
+            if "live" in details else ""
+        )  # fmt: skip
+        self.console.print(
+            f"drift retrain requests: {len(drifts)}; the first, under version {details.get('model_version', '?')}, "
+            f"for {', '.join(details.get('causes', [])) or 'drift'}: top features {top or '-'}{live}"
         )
 
 

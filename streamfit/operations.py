@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from kafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from common.errors import ConfigError, StreamfitError
 from common.kafka import make_admin, make_consumer, make_producer, send_and_wait
-from common.messages import ModelReload, decode
+from common.messages import ModelReload, Retrain, decode
 from common.model_store import ModelStore
 from common.settings import Group, Settings
 
@@ -31,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     else:
         parser.add_argument("--versions", type=int, default=5, help="how many recent versions to list")
         parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+        parser.add_argument(
+            "--predictor-metrics", action="append", default=[], metavar="URL",
+            help="a predictor's metrics URL (http://host:port/metrics) to show its live drift; repeatable",
+        )  # fmt: skip
 
 
 def champion_history(settings: Settings, timeout: float = 10.0) -> list[ModelReload]:
@@ -81,15 +87,90 @@ def consumer_lag(settings: Settings) -> dict[str, dict[str, int]]:
     return lag
 
 
+def drift_requests(settings: Settings, timeout: float = 10.0) -> list[Retrain]:
+    """Every retrain request with reason ``drift`` on the retrain topic, oldest first."""
+    consumer = make_consumer(settings, group_id=None, client_id="streamfit-status")
+    topic = settings.topic("retrain")
+    found: list[Retrain] = []
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return found
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    message = decode(Retrain, record.value)
+                    if isinstance(message, Retrain) and message.reason == "drift":
+                        found.append(message)
+    finally:
+        consumer.close()
+    return sorted(found, key=lambda m: m.requested_at)
+
+
+def last_cycle_drift(store: ModelStore) -> dict[str, Any] | None:
+    """The drift report of the newest cycle that measured one (adversarial validation)."""
+    runs = store.client.search_runs(
+        [store.experiment_id()], "tags.`streamfit.kind` = 'cycle'", order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )  # fmt: skip
+    for run in runs:
+        if "drift_score" in run.data.metrics:
+            tags = run.data.tags
+            return {
+                "run_id": run.info.run_id, "reason": tags.get("streamfit.reason"),
+                "drift_score": run.data.metrics["drift_score"],
+                "adversarial_auc": run.data.metrics.get("adversarial_auc"),
+                "top_psi": orjson.loads(tags.get("streamfit.drift_top", "{}")),
+            }  # fmt: skip
+    return None
+
+
+def live_drift(url: str) -> dict[str, Any]:
+    """A predictor's live drift, read from its /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except Exception as exc:  # noqa: BLE001 - one unreachable predictor is a line in the report
+        return {"url": url, "error": f"{type(exc).__name__}: {exc}"}
+    out: dict[str, Any] = {"url": url, "psi": {}}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, value = sample.name, sample.value
+            if name == "streamfit_predictor_drift_psi":
+                out["psi"][sample.labels["feature"]] = value
+            elif name == "streamfit_predictor_drift_psi_overall":
+                out["psi_overall"] = value
+            elif name in ("streamfit_predictor_live_metric", "streamfit_predictor_holdout_metric"):
+                out["metric"] = sample.labels.get("metric")
+                out["live" if "live" in name else "holdout"] = value
+            elif name == "streamfit_predictor_drift_signals_total":
+                out["drift_signals"] = out.get("drift_signals", 0.0) + value
+    out["psi"] = dict(sorted(out["psi"].items(), key=lambda kv: -kv[1])[:5])
+    return out
+
+
 @dataclass(frozen=True)
 class Status:
     champion: ModelReload | None
     versions: list[dict[str, Any]]
     lag: dict[str, dict[str, int]]
     champions_published: int
+    drift_requests: list[dict[str, Any]] = field(default_factory=list)  # the newest few
+    drift_requests_total: int = 0
+    cycle_drift: dict[str, Any] | None = None
+    live: list[dict[str, Any]] = field(default_factory=list)
 
 
-def read_status(settings: Settings, recent: int = 5) -> Status:
+def read_status(settings: Settings, recent: int = 5, predictor_metrics: Sequence[str] = ()) -> Status:
     store = ModelStore(settings)
     history = champion_history(settings)
     champion_version = store.champion_version()
@@ -104,10 +185,20 @@ def read_status(settings: Settings, recent: int = 5) -> Status:
                 "loss": tags.get("metric.loss"),
                 "accuracy": tags.get("metric.accuracy"),
                 "decision": tags.get("streamfit.decision", "promoted" if str(mv.version) == champion_version else ""),
+                "reason": tags.get("streamfit.reason", ""),
                 "champion": str(mv.version) == champion_version,
             }
         )
-    return Status(champion, versions, consumer_lag(settings), len(history))
+    drifts = drift_requests(settings)
+    shown = [
+        {"requested_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.requested_at)),
+         "top_features": {f.feature: f.psi for f in m.top_features or []}, **(m.details or {})}
+        for m in drifts[-3:]
+    ]  # fmt: skip
+    return Status(
+        champion, versions, consumer_lag(settings), len(history), shown, len(drifts), last_cycle_drift(store),
+        [live_drift(url) for url in predictor_metrics],
+    )  # fmt: skip
 
 
 def print_status(status: Status, settings: Settings, console: Console) -> None:
@@ -119,12 +210,14 @@ def print_status(status: Status, settings: Settings, console: Console) -> None:
         console.print(f"champion of [bold]{c.model_name}[/]: version [bold]{c.version}[/] ({metrics})")
         console.print(f"  bundle {c.uri}  sha256 {c.sha256[:16]}…")
     table = Table(title="recent versions")
-    for column in ("version", "created", "holdout loss", "accuracy", "decision"):
+    for column in ("version", "created", "made for", "holdout loss", "accuracy", "decision"):
         table.add_column(column)
     for v in status.versions:
         mark = " ★" if v["champion"] else ""
-        table.add_row(v["version"] + mark, v["created"], _num(v["loss"]), _num(v["accuracy"]), v["decision"])
+        table.add_row(v["version"] + mark, v["created"], v.get("reason") or "-", _num(v["loss"]), _num(v["accuracy"]),
+                      v["decision"])  # fmt: skip
     console.print(table)
+    print_drift(status, console)
     lag = Table(title="consumer lag (messages not yet committed)")
     lag.add_column("service")
     lag.add_column("topic")
@@ -136,6 +229,35 @@ def print_status(status: Status, settings: Settings, console: Console) -> None:
         lag.add_row("-", "no committed offsets yet", "-")
     console.print(lag)
     console.print(f"{status.champions_published} reload message(s) on {settings.topic('models')}")
+
+
+def print_drift(status: Status, console: Console) -> None:
+    drift = Table(title=f"drift retrain requests ({status.drift_requests_total} in all; the newest)")
+    for column in ("requested", "served by", "cause", "top features (PSI)", "live vs holdout"):
+        drift.add_column(column)
+    for d in status.drift_requests:
+        top = ", ".join(f"{name} {psi:.2f}" for name, psi in d["top_features"].items()) or "-"
+        live = f"{d['metric']} {d['live']:.3f} vs {d['holdout']:.3f}" if "live" in d else "-"
+        drift.add_row(d["requested_at"], f"v{d.get('model_version', '?')}", ",".join(d.get("causes", [])), top, live)
+    if not status.drift_requests:
+        drift.add_row("-", "-", "no drift retrain requested", "-", "-")
+    console.print(drift)
+    if status.cycle_drift is not None:
+        c = status.cycle_drift
+        top = ", ".join(f"{name} {psi:.2f}" for name, psi in c["top_psi"].items())
+        console.print(f"last cycle's drift score {c['drift_score']:.3f} (adversarial AUC {c['adversarial_auc']:.3f}; "
+                      f"newest observations vs base data; top PSI {top})")  # fmt: skip
+    for scraped in status.live:
+        if "error" in scraped:
+            console.print(f"[yellow]{scraped['url']}[/]: {scraped['error']}")
+            continue
+        nan = float("nan")
+        metric = (
+            f"live {scraped.get('metric')} {scraped.get('live', nan):.4f} vs holdout {scraped.get('holdout', nan):.4f}"
+        )
+        psi = ", ".join(f"{name} {value:.3f}" for name, value in scraped["psi"].items()) or "window not full yet"
+        console.print(f"{scraped['url']}: {metric}; PSI overall {scraped.get('psi_overall', nan):.3f} ({psi}); "
+                      f"{scraped.get('drift_signals', 0):.0f} drift signal(s)")  # fmt: skip
 
 
 def _num(value: str | None) -> str:
@@ -177,16 +299,18 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         message = rollback(settings, args.to)
         console.print(f"champion of {settings.model_name}: version {before} → {message.version}; reload published")
         return 0
-    status = read_status(settings, args.versions)
+    status = read_status(settings, args.versions, args.predictor_metrics)
     if args.json:
-        import orjson
-
         payload = {
             "model_name": settings.model_name,
             "champion": status.champion.model_dump() if status.champion else None,
             "versions": status.versions,
             "lag": status.lag,
             "champions_published": status.champions_published,
+            "drift_requests": status.drift_requests,
+            "drift_requests_total": status.drift_requests_total,
+            "cycle_drift": status.cycle_drift,
+            "live": status.live,
         }
         print(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -194,4 +318,4 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["Status", "StreamfitError", "champion_history", "consumer_lag", "read_status", "rollback"]
+__all__ = ["Status", "StreamfitError", "champion_history", "consumer_lag", "drift_requests", "read_status", "rollback"]

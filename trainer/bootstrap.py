@@ -13,7 +13,9 @@ from common.kafka import ensure_topics, make_producer, send_and_wait
 from common.messages import ModelReload
 from common.model_store import ModelStore
 from common.pipeline import FeaturePipeline, read_table
+from common.profile import ReferenceProfile
 from common.settings import Settings
+from trainer.drift import reference_rows
 from trainer.fit import DEFAULT_PARAMS, evaluate, make_dataset, task_params, train_bundle
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,8 @@ def bootstrap(settings: Settings, publish: bool = True) -> ModelReload:
         metrics = evaluate(bundle, pipeline.transform_frame(test)[ok], ty[ok])
     else:
         metrics = evaluate(bundle, x[valid], y[valid])
-    bundle = type(bundle)(bundle.booster, pipeline, {**bundle.meta, "metrics": metrics})
+    profile = ReferenceProfile.build(pipeline, x[reference_rows(len(y), 0, settings.seed)], metrics)
+    bundle = type(bundle)(bundle.booster, pipeline, {**bundle.meta, "metrics": metrics, "profile": profile.to_dict()})
 
     store = ModelStore(settings)
     experiment = store.experiment_id()

@@ -18,16 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from common.bundle import ModelBundle
 from common.errors import BundleError
 from common.messages import ModelReload
 from common.model_store import ModelStore
+from common.profile import ReferenceProfile
 from common.settings import Settings
 from trainer import plots
 from trainer.coalesce import RetrainBatch
 from trainer.data import BaseData, CycleData, assemble, load_base, select_observations
+from trainer.drift import ADVERSARIAL_ROWS, TrainServeSkew, adversarial_validation, reference_rows
 from trainer.fit import evaluate, task_params, train_bundle
-from trainer.metrics import CYCLE_SECONDS, CYCLES, TRIALS
+from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
 from trainer.objective import CrossValidation, build_dataset
 from trainer.observations import ObservationLog, Refresh
 from trainer.progress import SearchProgress
@@ -118,6 +122,7 @@ class CycleRunner:
             experiment_id = experiment_id or self.store.experiment_id()  # an unreachable store fails here, first
             self._base = base = load_base(settings, self._base)
             refresh = self.observations.refresh(base.pipeline, self.publisher.dead_letter, self.publisher.flush)
+            self._check_skew(refresh)
             cached = self.observations
             observations, invalid = select_observations(
                 base.pipeline, cached.features, cached.labels, cached.observed_at, cached.request_ids,
@@ -153,6 +158,51 @@ class CycleRunner:
         return result
 
     # --- the steps --------------------------------------------------------------------------
+    def _check_skew(self, refresh: Refresh) -> None:
+        """Fail the cycle loudly when the predictor encoded features otherwise than this trainer."""
+        SKEW_CHECKED.inc(refresh.skew_checked)
+        if not refresh.skew:
+            return
+        SKEW_MISMATCHES.inc(len(refresh.skew))
+        raise TrainServeSkew(
+            f"{len(refresh.skew)} of {refresh.skew_checked} observations that carried their served vector were "
+            f"encoded otherwise by the predictor than by this trainer; first: {refresh.skew[0]}. They were "
+            "dead-lettered and no model is trained from this cycle: run predictor and trainer with the same base "
+            "data (--data / STREAMFIT_DATA) and the same streamfit version"
+        )
+
+    def _drift_report(self, run: CycleRun, data: CycleData) -> None:
+        """Adversarial validation of the newest observations against the base rows, on the parent
+        run. Diagnostics: a failure here is logged, and does not fail the cycle."""
+        try:
+            self._measure_drift(run, data)
+        except Exception as exc:  # noqa: BLE001 - the model is already decided and published
+            log.warning("drift report of cycle %s failed: %s: %s", run.run_id, type(exc).__name__, exc)
+
+    def _measure_drift(self, run: CycleRun, data: CycleData) -> None:
+        pipeline = data.pipeline
+        base = data.x[: data.rows_base]
+        newest = data.x[data.rows_base :]
+        if len(data.holdout.observations):
+            newest = np.vstack([newest, pipeline.transform(data.holdout.observations.features)])
+        result = adversarial_validation(pipeline, base, newest, self.settings.seed)
+        if result is None:
+            log.info("drift report skipped: %d observations (fewer than needed)", len(newest))
+            return
+        reference = ReferenceProfile.build(pipeline, base)
+        counts = reference.counts(reference.bin(newest[-ADVERSARIAL_ROWS:]))
+        psi = dict(zip(reference.names, reference.psi(counts).tolist(), strict=True))
+        DRIFT_SCORE.set(result.drift)
+        run.log_metrics({"drift_score": result.drift, "adversarial_auc": result.auc,
+                         **{f"psi.{name}": value for name, value in psi.items()}})  # fmt: skip
+        top = sorted(psi.items(), key=lambda kv: -kv[1])[:3]
+        run.set_tags({"streamfit.drift_score": round(result.drift, 4),
+                      "streamfit.drift_top": {name: round(value, 4) for name, value in top}})  # fmt: skip
+        run.log_figure(plots.drift_report(psi, result.drift, result.auc, (len(base), len(newest))),
+                       "plots/drift_report.png")  # fmt: skip
+        log.info("drift of the newest %d observations vs the base data: AUC %.3f, score %.3f, top PSI %s",
+                 result.new_rows, result.auc, result.drift, {k: round(v, 3) for k, v in top})  # fmt: skip
+
     def _tags(self, batch: RetrainBatch, data: CycleData, refresh: Refresh) -> dict[str, Any]:
         import streamfit
 
@@ -168,6 +218,12 @@ class CycleRunner:
             "streamfit.data": str(self.settings.data_path), "streamfit.host": f"{socket.gethostname()}:{os.getpid()}",
             **{f"streamfit.{k}": v for k, v in data.counts().items()},
         }  # fmt: skip
+        drifting: dict[str, float] = {}
+        for request in batch.requests:
+            for feature in request.top_features or ():
+                drifting[feature.feature] = max(feature.psi, drifting.get(feature.feature, 0.0))
+        if drifting:  # what the predictors saw move, for whoever reads the run
+            tags["streamfit.drift_requested_for"] = {k: round(v, 4) for k, v in sorted(drifting.items())}
         if batch.next_offsets:
             tags[RETRAIN_TOPIC] = batch.topic
             tags[RETRAIN_FIRST] = {str(p): o for p, o in sorted(batch.first_offsets.items())}
@@ -232,7 +288,11 @@ class CycleRunner:
         candidate = train_bundle(pipeline, dataset, final_params, best.best_iteration, meta)
         hx, hy = data.holdout.matrix(pipeline)
         candidate_metrics = evaluate(candidate, hx, hy)
-        candidate = ModelBundle(candidate.booster, pipeline, {**candidate.meta, "metrics": candidate_metrics})
+        reference = data.x[reference_rows(data.rows_base, data.rows_observations, settings.seed)]
+        profile = ReferenceProfile.build(pipeline, reference, candidate_metrics)
+        candidate = ModelBundle(
+            candidate.booster, pipeline, {**candidate.meta, "metrics": candidate_metrics, "profile": profile.to_dict()}
+        )
 
         # --- the champion, on the same holdout ----------------------------------------------------
         champion_version, champion_metrics = self._champion(data)
@@ -250,7 +310,7 @@ class CycleRunner:
             "streamfit.champion_loss": "none" if champion_metrics is None else champion_metrics["loss"],
             "streamfit.champion_version": champion_version or "none",
         }  # fmt: skip
-        self._tag_version(version, {**scores, "streamfit.run_id": run.run_id})
+        self._tag_version(version, {**scores, "streamfit.run_id": run.run_id, "streamfit.reason": batch.reason})
         more: dict[str, Any] = {
             "version": version, "decision": decision, "candidate_metrics": candidate_metrics,
             "champion_metrics": champion_metrics, "champion_version": champion_version,
@@ -261,6 +321,7 @@ class CycleRunner:
             self._tag_version(version, {"streamfit.rejected": "true"})
             run.set_tags({**scores, VERSION: version, STATE: "rejected"})
             run.log_metrics({"cycle_seconds": time.monotonic() - started})
+            self._drift_report(run, data)
             run.finish()
             log.info("version %s rejected: %s", version, decision.reason)
             return self._result(run, batch, data, refresh, started, "rejected", **more)
@@ -273,6 +334,7 @@ class CycleRunner:
                                     "streamfit.previous_champion": champion_version or "none"})  # fmt: skip
         run.set_tags({STATE: "promoted"})
         run.log_metrics({"cycle_seconds": time.monotonic() - started})
+        self._drift_report(run, data)  # after the reload: diagnostics never delay a promotion
         run.finish()
         log.info("version %s promoted: %s", version, decision.reason)
         return self._result(run, batch, data, refresh, started, "promoted", reload=reload, **more)

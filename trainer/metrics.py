@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from common.settings import Settings
 
@@ -22,6 +22,20 @@ CYCLE_SECONDS = Histogram(
     "streamfit_trainer_cycle_seconds", "Duration of a training cycle",
     buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 2400, 3600),
 )  # fmt: skip
+
+DRIFT_SCORE = Gauge(
+    "streamfit_trainer_drift_score",
+    "Adversarial-validation drift of the newest observations vs the base data in the last cycle "
+    "(0: indistinguishable, 1: always told apart; NaN: not measured yet)",
+)
+DRIFT_SCORE.set(float("nan"))
+SKEW_MISMATCHES = Counter(
+    "streamfit_trainer_skew_mismatches_total",
+    "Observations whose served vector differs from what the trainer's pipeline makes of their raw values",
+)
+SKEW_CHECKED = Counter(
+    "streamfit_trainer_skew_checked_total", "Observations read that carried their served vector (skew check)"
+)
 
 for outcome in ("promoted", "rejected", "too_few_rows", "failed", "stopped", "skipped"):
     CYCLES.labels(outcome)

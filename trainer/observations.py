@@ -33,6 +33,7 @@ from common.messages import DeadLetter, Decoder, Observation, Rejected, dead_let
 from common.pipeline import FeaturePipeline
 from common.settings import Settings
 from trainer.data import invalid_observation
+from trainer.drift import skew
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Refresh:
     read: int  # records read from the topic this time
     cached: int  # valid observations in the cache after this refresh
     dead_lettered: int
+    skew_checked: int = 0  # observations read that carried the vector they were served
+    skew: tuple[str, ...] = ()  # why each one whose vector differs from the trainer's (dead-lettered)
 
 
 class ObservationLog:
@@ -163,6 +166,8 @@ class ObservationLog:
                 consumer.seek(tp, starts[tp.partition])
             rows: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
             read = dead = 0
+            checked: list[str] = []
+            skewed: list[str] = []
             pending = {p for p in partitions if starts[p] < ends[p]}
             last_progress = time.monotonic()
             while pending:
@@ -177,7 +182,7 @@ class ObservationLog:
                             break
                         read += 1
                         last_progress = time.monotonic()
-                        reason = self._accept(record, decoder, pipeline, reject_missing, rows)
+                        reason = self._accept(record, decoder, pipeline, reject_missing, rows, checked, skewed)
                         if reason is not None:
                             dead += 1
                             sink(
@@ -197,7 +202,7 @@ class ObservationLog:
         if read:
             log.info("read %d observations from %s (%d dead-lettered); watermarks %s", read, self.topic, dead,
                      dict(sorted(ends.items())))  # fmt: skip
-        return Refresh(ends, read, len(self.labels), dead)
+        return Refresh(ends, read, len(self.labels), dead, len(checked), tuple(skewed))
 
     def _partitions(self, consumer: Any) -> list[int]:
         deadline = time.monotonic() + self.settings.broker_timeout
@@ -216,6 +221,8 @@ class ObservationLog:
         pipeline: FeaturePipeline,
         reject_missing: bool,
         rows: dict[str, list[Any]],
+        checked: list[str],
+        skewed: list[str],
     ) -> str | None:
         decoded = decoder(record.value)
         if isinstance(decoded, Rejected):
@@ -223,6 +230,13 @@ class ObservationLog:
         reason = invalid_observation(pipeline, decoded.features, decoded.label, reject_missing)
         if reason is not None:
             return reason
+        if decoded.served is not None:
+            checked.append(decoded.request_id)
+            found = skew(pipeline, decoded.features, decoded.served)
+            if found is not None:
+                why = f"{found.describe()} (request {decoded.request_id}, model version {decoded.model_version})"
+                skewed.append(why)
+                return why
         rows["partition"].append(record.partition)
         rows["offset"].append(record.offset)
         rows["request_id"].append(decoded.request_id)

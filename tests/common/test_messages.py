@@ -111,8 +111,10 @@ def test_messages_match_design_field_names() -> None:
     assert set(Request.model_fields) == {"request_id", "features", "label", "sent_at"}
     assert set(Prediction.model_fields) == {"request_id", "prediction", "score", "model_version", "predicted_at"}
     assert set(Label.model_fields) == {"request_id", "label"}
-    assert set(Observation.model_fields) == {
-        "request_id", "features", "label", "prediction", "score", "model_version", "observed_at"}  # fmt: skip
+    # DESIGN.md's fields, all required, plus the optional ``served`` sample for the skew check.
+    required = {name for name, info in Observation.model_fields.items() if info.is_required()}
+    assert required == {"request_id", "features", "label", "prediction", "score", "model_version", "observed_at"}
+    assert set(Observation.model_fields) - required == {"served"}
     assert {"reason", "observations", "requested_at"} <= set(Retrain.model_fields)
     assert set(ModelReload.model_fields) == {"model_name", "version", "uri", "sha256", "metrics", "published_at"}
     assert {"source_topic", "partition", "offset", "error", "payload"} <= set(DeadLetter.model_fields)

@@ -64,3 +64,12 @@ def test_fast_encoding_is_the_message_schema_encoding(prediction: object) -> Non
                          model_version="7", observed_at=1700000000.5)  # type: ignore[arg-type]  # fmt: skip
     assert fast == schema.encode()
     assert orjson.loads(fast)["features"] == features
+
+
+def test_an_observation_with_a_served_vector_decodes_with_missing_as_null() -> None:
+    from common.messages import decode
+
+    fast = observation_json("r1", {"a": 1}, "no", "no", 0.25, "7", 1.0, [1.0, float("nan"), 3.0])
+    decoded = decode(Observation, fast)
+    assert isinstance(decoded, Observation) and decoded.served == [1.0, None, 3.0]
+    assert "served" not in orjson.loads(observation_json("r1", {"a": 1}, "no", "no", 0.25, "7", 1.0))

@@ -62,6 +62,8 @@ def test_demo_promotes_a_retrained_model_and_reports_it(tmp_path: Path) -> None:
     assert int(promoted[0].split(":")[1].split(",")[0]) >= 1, out[-3000:]
     assert "→" in out.split("around each model swap")[1], "the answering version never changed"
     assert "unanswered 0" in out
+    drift = [line for line in out.splitlines() if line.startswith("drift retrain requests:")]
+    assert drift and "none" not in drift[0], out[-3000:]  # the demo's drift made the predictor ask for a retrain
     assert "mlflow ui --backend-store-uri sqlite:///" in out
     plot = workdir / "demo.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

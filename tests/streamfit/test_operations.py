@@ -115,3 +115,52 @@ def test_rollback_without_history_or_to_an_unknown_version_is_one_clear_line(
     assert first.returncode == 2 and "no earlier champion" in first.stderr
     second = cli(settings, "rollback", "--to", "9")
     assert second.returncode == 2 and "has no version '9'" in second.stderr
+
+
+def test_status_shows_drift_retrains_and_a_predictors_live_drift(
+    settings_factory: SettingsFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from common.health import HealthServer
+    from common.kafka import send_and_wait
+    from common.messages import FeatureDrift, Retrain
+    from predictor.drift import DriftMonitor
+    from predictor.metrics import PredictorMetrics
+    from tests.predictor.conftest import synthetic_frame, train
+    from tests.predictor.test_drift import feed, profiled
+    from tests.support.kafka_server import free_port
+
+    settings = settings_factory(data=churn_csv(tmp_path / "c.csv", rows=400), target="churned", max_rounds=20)
+    bootstrap(settings)
+    message = Retrain(
+        reason="drift", observations=1000, requested_at=time.time(),
+        details={"model_version": "1", "causes": ["psi", "metric"], "psi": 0.4, "window": 1000,
+                 "metric": "accuracy", "live": 0.61, "holdout": 0.87, "observations": 1000},
+        top_features=[FeatureDrift(feature="hours_per_week", psi=2.5), FeatureDrift(feature="age", psi=0.1)],
+    )  # fmt: skip
+    producer = make_producer(settings)
+    send_and_wait(producer, settings.topic("retrain"), settings.model_name, message)
+    send_and_wait(producer, settings.topic("retrain"), settings.model_name,
+                  Retrain(reason="count", observations=1000, requested_at=time.time()))  # fmt: skip
+    producer.close()
+    # A predictor's /metrics, with a drift monitor that has seen a shifted feature.
+    metrics, monitor = PredictorMetrics(), DriftMonitor(200, 0.25, 0.05, 100_000)
+    metrics.watch_drift(monitor)
+    shifted = synthetic_frame(400, seed=3)
+    shifted["x2"] += 3
+    feed(monitor, "4", profiled(train(), {"accuracy": 0.9}), shifted)
+    port = free_port()
+    monkeypatch.setenv("COLUMNS", "200")  # the tables on one line each
+    with HealthServer(port, metrics.registry):
+        report = json.loads(cli(settings, "status", "--json", "--predictor-metrics", f"http://127.0.0.1:{port}/metrics",
+                                "--predictor-metrics", "http://127.0.0.1:9/metrics").stdout)  # fmt: skip
+        table = cli(settings, "status", "--predictor-metrics", f"http://127.0.0.1:{port}/metrics")
+    assert report["drift_requests_total"] == 1  # the count request is not a drift
+    (drift,) = report["drift_requests"]
+    assert drift["top_features"] == {"hours_per_week": 2.5, "age": 0.1} and drift["live"] == 0.61
+    live, unreachable = report["live"]
+    assert live["psi"]["x2"] > 0.25 and live["metric"] == "accuracy" and live["holdout"] == 0.9
+    assert 0 <= live["live"] <= 1 and "error" in unreachable
+    assert report["cycle_drift"] is None  # bootstrap only: no cycle measured drift yet
+    assert table.returncode == 0, table.stderr
+    assert "drift retrain requests (1 in all" in table.stdout and "hours_per_week 2.50" in table.stdout
+    assert "live accuracy" in table.stdout and "x2" in table.stdout

@@ -76,7 +76,8 @@ def test_a_retrain_request_runs_a_full_cycle_and_publishes_a_verifiable_reload(
     assert {"holdout_loss", "champion_holdout_loss", "best_cv_loss"} <= set(run.data.metrics)
     assert run.data.metrics["holdout_loss"] < run.data.metrics["champion_holdout_loss"]
     artifacts = {a.path for a in store.client.list_artifacts(run.info.run_id, "plots")}
-    assert artifacts == {"plots/search_history.png", "plots/feature_importance.png"}
+    assert artifacts == {"plots/search_history.png", "plots/feature_importance.png", "plots/drift_report.png"}
+    assert 0 <= run.data.metrics["drift_score"] <= 1 and "psi.age" in run.data.metrics
     versions = store.versions()
     assert [str(v.version) for v in versions] == [champion, result.version]
     assert store.champion_version() == result.version
@@ -92,6 +93,8 @@ def test_a_retrain_request_runs_a_full_cycle_and_publishes_a_verifiable_reload(
     assert hashlib.sha256(stored).hexdigest() == reload.sha256
     bundle = store.fetch_bundle(reload.uri, reload.sha256)
     assert bundle.predict([sample])[0][0] in ("<=50K", ">50K")
+    assert bundle.profile is not None and bundle.profile.holdout == result.candidate_metrics
+    assert bundle.profile.rows == 2240  # every training row: 2,000 base and the 240 observations trained on
     assert committed(settings, group_id(settings)) == 1
 
     # The four bad observations went to the dead letters, with their reasons.

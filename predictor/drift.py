@@ -1,0 +1,307 @@
+"""Serving-side drift: is what the predictor serves still what its model was made for?
+
+Two checks over sliding windows, both against the reference profile in the model's bundle
+(``common.profile``):
+
+- **input drift**: the population stability index (PSI) of every feature over the last
+  ``drift_window`` served requests; overall PSI is their mean;
+- **live metric**: accuracy (error for regression) over the last ``drift_window`` joined
+  observations that this model answered, against the holdout metric the model was promoted on.
+
+When a feature's PSI exceeds ``drift_psi_threshold``, or the live metric falls more than
+``drift_metric_drop`` below the holdout's, the monitor raises an ``Alarm``, at most once per
+``drift_cooldown`` served requests; the service turns it into a ``retrain`` message with reason
+``drift`` and the features that moved most.
+
+Cost on the serving path: per batch, a reference to the matrix the model already read is kept,
+and per joined observation one tuple is appended to a list. Every ``CHECK_EVERY`` requests (or
+observations) the kept matrices are binned at once (a handful of numpy calls, whatever the number
+of features), counted into the window with ``bincount``, the observations scored, and the PSI
+evaluated as one vectorised expression. No Python loop runs over rows except the scoring of
+joined observations (one comparison each). The verdict therefore lags by at most ``CHECK_EVERY``
+requests, which a window of a thousand absorbs.
+
+A new model empties both windows: its reference is another, and the old model's answers say
+nothing about the new one. A model without a profile (bundles made before profiles existed) is
+served without the input check; one without holdout accuracy (or error) without the live check.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from common.bundle import ModelBundle
+from common.pipeline import category_key
+from common.profile import PSI_FLOOR, ReferenceProfile
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY: Final = 100  # served requests between two PSI evaluations
+TOP_FEATURES: Final = 3
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """Why the monitor asks for a retrain."""
+
+    model_version: str
+    causes: tuple[str, ...]  # "psi" and/or "metric"
+    psi: float  # overall (mean over features)
+    top_features: tuple[tuple[str, float], ...]  # (feature, PSI), highest first
+    metric: str | None  # accuracy or mae
+    live: float | None
+    holdout: float | None
+    window: int
+    observations: int
+
+    def describe(self) -> str:
+        parts = []
+        if "psi" in self.causes:
+            top = ", ".join(f"{name} {value:.2f}" for name, value in self.top_features)
+            parts.append(f"PSI over {self.window} requests: overall {self.psi:.3f}, highest {top}")
+        if "metric" in self.causes and self.live is not None and self.holdout is not None:
+            parts.append(
+                f"live {self.metric} {self.live:.4f} over {self.observations} observations "
+                f"vs holdout {self.holdout:.4f}"
+            )
+        return "; ".join(parts)
+
+    def details(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model_version": self.model_version, "causes": list(self.causes),
+                               "psi": round(self.psi, 6), "window": self.window}  # fmt: skip
+        if self.metric is not None and self.live is not None and self.holdout is not None:
+            out |= {"metric": self.metric, "live": round(self.live, 6), "holdout": round(self.holdout, 6),
+                    "observations": self.observations}  # fmt: skip
+        return out
+
+
+class _Ring:
+    """The last ``size`` rows of an array, with a running aggregate kept by the caller."""
+
+    def __init__(self, size: int, columns: int, dtype: Any) -> None:
+        self.size = size
+        self.rows = np.zeros((size, columns), dtype=dtype)
+        self.filled = 0
+        self.pos = 0
+
+    def push(self, new: np.ndarray) -> np.ndarray:
+        """Store ``new`` (its last ``size`` rows); returns the rows it pushed out."""
+        new = new[-self.size :]
+        n = len(new)
+        slots = (self.pos + np.arange(n)) % self.size
+        old = self.rows[slots[slots < self.filled]]
+        self.rows[slots] = new
+        self.filled = min(self.size, self.filled + n)
+        self.pos = (self.pos + n) % self.size
+        return old
+
+    @property
+    def full(self) -> bool:
+        return self.filled == self.size
+
+
+@dataclass
+class _Model:
+    version: str
+    profile: ReferenceProfile | None
+    metric: str | None  # accuracy / mae, when the holdout has it
+    holdout: float | None
+    regression: bool
+    bins: _Ring | None = None
+    counts: np.ndarray | None = None
+    expected: np.ndarray | None = None  # features x width, floored, for the vectorised PSI
+    valid: np.ndarray | None = None  # features x width: which bins exist
+    live: _Ring | None = None
+    live_sum: float = 0.0
+    since_check: int = 0
+    psi: np.ndarray | None = None  # the last PSI per feature (None until a full window)
+    pending: list[np.ndarray] = field(default_factory=list)  # batch matrices not binned yet
+    names: list[str] = field(default_factory=list)
+
+
+class DriftMonitor:
+    def __init__(self, window: int, psi_threshold: float, metric_drop: float, cooldown: int) -> None:
+        if window < 1:
+            raise ValueError("the drift window needs at least one row")
+        self.window = window
+        self.psi_threshold = psi_threshold
+        self.metric_drop = metric_drop
+        self.cooldown = cooldown
+        self.outcomes: list[tuple[str, Any, Any]] = []  # (model version, prediction, label), filled by the service
+        self.since_alarm = cooldown  # the first alarm needs no wait
+        self.alarms = 0
+        self._model: _Model | None = None
+
+    # --- what the service calls -------------------------------------------------------------
+    def requests(self, version: str, bundle: ModelBundle, matrix: np.ndarray) -> None:
+        """The batch's feature matrix, as the model read it."""
+        model = self._model
+        if model is None or model.version != version:
+            model = self._switch(version, bundle)
+        n = len(matrix)
+        self.since_alarm += n
+        model.since_check += n
+        if model.profile is not None:
+            model.pending.append(matrix)  # binned in bulk by check(), every CHECK_EVERY requests
+
+    def check(self) -> Alarm | None:
+        """Fold in the observations since the last call, evaluate, and maybe raise an alarm."""
+        model = self._model
+        if model is None:
+            self.outcomes.clear()
+            return None
+        if model.since_check < CHECK_EVERY and len(self.outcomes) < CHECK_EVERY:
+            return None  # little new evidence: the verdict cannot have changed much
+        model.since_check = 0
+        self._fold_requests(model)
+        self._fold_outcomes(model)
+        causes = []
+        if model.bins is not None and model.bins.full:
+            model.psi = self._psi(model)
+        if model.psi is not None and self.psi_threshold > 0 and float(model.psi.max()) > self.psi_threshold:
+            causes.append("psi")
+        live = self.live_metric
+        if live is not None and self.metric_drop > 0 and model.holdout is not None:
+            worse = (
+                (model.holdout - live) if not model.regression else (live - model.holdout) / max(model.holdout, 1e-12)
+            )
+            if worse > self.metric_drop:
+                causes.append("metric")
+        if not causes or self.since_alarm < self.cooldown:
+            return None
+        self.since_alarm = 0
+        self.alarms += 1
+        psi = model.psi if model.psi is not None else np.zeros(0)
+        order = np.argsort(psi)[::-1][:TOP_FEATURES]
+        return Alarm(
+            model_version=model.version, causes=tuple(causes), psi=self.overall_psi or 0.0,
+            top_features=tuple((model.names[i], float(psi[i])) for i in order), metric=model.metric,
+            live=live, holdout=model.holdout, window=self.window,
+            observations=model.live.filled if model.live is not None else 0,
+        )  # fmt: skip
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.since_alarm, self.alarms
+
+    def restore(self, state: tuple[int, int]) -> None:
+        """Undo an alarm whose retrain message never reached the broker (the windows keep the
+        batch: a retried batch counts twice in them, which a window of thousands absorbs)."""
+        self.since_alarm, self.alarms = state
+
+    # --- what the metrics read --------------------------------------------------------------
+    @property
+    def model_version(self) -> str | None:
+        return None if self._model is None else self._model.version
+
+    def feature_psi(self) -> dict[str, float]:
+        model = self._model
+        if model is None or model.psi is None:
+            return {}
+        return dict(zip(model.names, model.psi.tolist(), strict=True))
+
+    @property
+    def overall_psi(self) -> float | None:
+        model = self._model
+        return None if model is None or model.psi is None else float(model.psi.mean())
+
+    @property
+    def live_metric(self) -> float | None:
+        """The live metric over a full window of observations, else None."""
+        model = self._model
+        if model is None or model.live is None or not model.live.full:
+            return None
+        return model.live_sum / model.live.filled
+
+    @property
+    def holdout_metric(self) -> tuple[str, float] | None:
+        model = self._model
+        if model is None or model.metric is None or model.holdout is None:
+            return None
+        return model.metric, model.holdout
+
+    @property
+    def served_in_window(self) -> int:
+        model = self._model
+        return 0 if model is None or model.bins is None else model.bins.filled
+
+    @property
+    def observed_in_window(self) -> int:
+        model = self._model
+        return 0 if model is None or model.live is None else model.live.filled
+
+    # --- internals --------------------------------------------------------------------------
+    def _switch(self, version: str, bundle: ModelBundle) -> _Model:
+        profile = bundle.profile
+        regression = bundle.pipeline.task == "regression"
+        metric = "mae" if regression else "accuracy"
+        holdout_metrics: Mapping[str, float] = profile.holdout if profile and profile.holdout else bundle.metrics
+        holdout = holdout_metrics.get(metric)
+        model = _Model(version, profile, metric if holdout is not None else None, holdout, regression)
+        if profile is None:
+            log.warning("model version %s has no reference profile (an older bundle): input drift is not checked",
+                        version)  # fmt: skip
+        else:
+            width = profile.width
+            model.names = profile.names
+            model.bins = _Ring(self.window, len(profile.features), np.int16)
+            model.counts = np.zeros((len(profile.features), width), dtype=np.int64)
+            model.expected = np.full((len(profile.features), width), PSI_FLOOR)
+            model.valid = np.zeros((len(profile.features), width), dtype=bool)
+            for j, feature in enumerate(profile.features):
+                model.expected[j, : feature.bins] = np.maximum(feature.expected, PSI_FLOOR)
+                model.valid[j, : feature.bins] = True
+        if holdout is not None:
+            model.live = _Ring(self.window, 1, np.float64)
+        self._model = model
+        return model
+
+    def _fold_requests(self, model: _Model) -> None:
+        pending, model.pending = model.pending, []
+        if not pending or model.profile is None or model.bins is None or model.counts is None:
+            return
+        matrix = (pending[0] if len(pending) == 1 else np.vstack(pending))[-self.window :]
+        bins = model.profile.bin(matrix)
+        old = model.bins.push(bins)
+        if len(old):
+            model.counts -= model.profile.counts(old)
+        model.counts += model.profile.counts(bins)
+
+    def _psi(self, model: _Model) -> np.ndarray:
+        assert model.counts is not None and model.expected is not None and model.valid is not None
+        counts = model.counts.astype(np.float64)
+        actual = np.maximum(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0), PSI_FLOOR)
+        terms = (actual - model.expected) * np.log(actual / model.expected)
+        return np.where(model.valid, terms, 0.0).sum(axis=1)  # type: ignore[no-any-return]
+
+    def _fold_outcomes(self, model: _Model) -> None:
+        outcomes, self.outcomes = self.outcomes, []
+        if model.live is None or not outcomes:
+            return
+        version = model.version
+        if model.regression:
+            values = [_error(p, y) for v, p, y in outcomes if v == version]
+        else:
+            key = category_key
+            values = [
+                1.0 if (p == y and type(p) is type(y)) or key(p) == key(y) else 0.0
+                for v, p, y in outcomes
+                if v == version
+            ]
+        scored = np.array([v for v in values if v is not None], dtype=np.float64)
+        if not len(scored):
+            return
+        model.live.push(scored.reshape(-1, 1))
+        model.live_sum = float(model.live.rows[: model.live.filled].sum())  # exact, not a running sum
+
+
+def _error(prediction: Any, label: Any) -> float | None:
+    if isinstance(label, bool) or not isinstance(label, (int, float)) or not isinstance(prediction, (int, float)):
+        return None
+    error = abs(float(prediction) - float(label))
+    return error if math.isfinite(error) else None
