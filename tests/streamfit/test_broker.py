@@ -12,7 +12,7 @@ from kafka.admin import NewTopic
 from tests.support.kafka_server import free_port
 
 
-def test_broker_comes_up_fast_and_serves_a_plain_client(tmp_path: object) -> None:
+def test_broker_comes_up_and_serves_a_plain_client(tmp_path: object) -> None:
     port = free_port()
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -24,7 +24,8 @@ def test_broker_comes_up_fast_and_serves_a_plain_client(tmp_path: object) -> Non
         line = proc.stdout.readline()
         ready = time.monotonic() - started
         assert f"127.0.0.1:{port}" in line, line
-        assert ready < 5, f"broker took {ready:.1f}s"
+        # A few seconds on a quiet machine (docs/benchmarks.md has no figure for it); the bound only catches a hang.
+        assert ready < 30, f"broker took {ready:.1f}s"
 
         t0 = time.monotonic()
         bootstrap = f"127.0.0.1:{port}"

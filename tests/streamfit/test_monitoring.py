@@ -14,6 +14,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.kafka import ensure_topics, make_producer
+from predictor.drift import CHECK_EVERY
 from predictor.service import Predictor
 from tests.conftest import SettingsFactory
 from tests.predictor.conftest import Models, features, mlflow_home, models_factory, running, train, wait_for
@@ -63,7 +64,7 @@ def test_every_documented_metric_is_served_and_every_served_one_documented(
     producer = make_producer(settings, client_id="test-monitoring")
     predictor = Predictor(settings)
     with running(predictor):
-        for i in range(60):
+        for i in range(CHECK_EVERY + 20):  # the windows (50) fill, and a check runs (every CHECK_EVERY)
             value = orjson.dumps({"request_id": f"r{i}", "features": features(i), "label": "yes"})
             producer.send(settings.topic("requests"), key=f"r{i}".encode(), value=value)
         producer.flush()
