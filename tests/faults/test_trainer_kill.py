@@ -85,7 +85,7 @@ def test_trainer_sigkilled_twice_during_a_cycle_publishes_exactly_one_complete_r
         f"versions_registered={[v.version for v in store.versions()]} registered_at_kill={registered_at_kill} "
         f"published_at_kill={published_at_kill} reloads={len(messages)} version={reload.version} "
         f"predictor_swaps={swaps:.0f} swap_failures={failures:.0f} store_errors="
-        f"{predictor.metrics.value('store_errors_total'):.0f} recovered={third.saw('publishing it now')}"
+        f"{predictor.metrics.value('model_store_errors_total'):.0f} recovered={third.saw('publishing it now')}"
     )
     assert swaps == 1 and failures == 0
     assert states == ["failed", "failed", "promoted"]  # the killed cycles' runs are closed, not left running
