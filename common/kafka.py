@@ -124,21 +124,30 @@ class _ConnectionLog(logging.Handler):
         with contextlib.suppress(Exception):
             self.lines.append(record.getMessage()[:500])
 
-    def refusal(self) -> tuple[str, str, str] | None:
+    def refusal(self, sasl: bool) -> tuple[str, str, str] | None:
         for line in reversed(self.lines):
             for needle, meaning, fix in _REFUSALS:
                 if needle in line:
                     return line, meaning, fix
         # A broker that is away refuses connections; one that accepts them and hangs up before any
-        # answer, again and again, expects another protocol (SASL on a TLS-only client, say).
+        # answer, again and again, expects something else. A SASL client is most likely refused its
+        # credentials (the broker's error and its hang-up race: under load only the hang-up is seen);
+        # any other client, SASL or a client certificate.
         hang_ups = [line for line in self.lines if "Connection lost: KafkaConnectionError: socket disconnected" in line]
-        if len(hang_ups) >= 3:
+        if len(hang_ups) < 3:
+            return None
+        if sasl:
             return (
                 hang_ups[-1],
-                "closes every connection before answering (does it require SASL, or TLS?)",
-                ("STREAMFIT_SECURITY_PROTOCOL (--security-protocol) and STREAMFIT_SASL_MECHANISM"),
+                "closes every connection during the SASL exchange (credentials or mechanism refused?)",
+                "STREAMFIT_SASL_USERNAME / STREAMFIT_SASL_PASSWORD and STREAMFIT_SASL_MECHANISM",
             )
-        return None
+        return (
+            hang_ups[-1],
+            "closes every connection before answering (does it require SASL, or a client certificate?)",
+            "STREAMFIT_SECURITY_PROTOCOL (--security-protocol) and STREAMFIT_SASL_MECHANISM, "
+            "or STREAMFIT_SSL_CERTFILE / STREAMFIT_SSL_KEYFILE",
+        )
 
 
 @contextlib.contextmanager
@@ -177,7 +186,7 @@ def _bootstrap(settings: Settings, build: Callable[[int], C]) -> C:
             try:
                 return build(int(timeout * 1000))
             except KafkaError as exc:
-                refusal = seen.refusal()
+                refusal = seen.refusal(settings.security_protocol.startswith("SASL"))
                 if refusal is not None:
                     line, meaning, fix = refusal
                     raise BrokerRefused(

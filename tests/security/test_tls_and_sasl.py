@@ -122,11 +122,24 @@ def test_the_predictor_serves_over_tls_and_sasl_and_no_secret_is_logged(
         values = predictions.count(len(ids))
     producer.close()
     models.close()
+    print(f"\n[security] {kind}: requests={len(ids)} predictions={len(values)}")
     assert sorted(p["request_id"] for p in values) == sorted(ids)
     secrets = [PASSWORD, certificates.client_key_password]
     assert not [s for s in secrets if s in caplog.text], "a secret reached the log"
 
-    # The real command, with the password in its environment: its log (DEBUG) and `status`.
+
+def test_the_predictor_command_and_status_print_no_secret(
+    certificates: Certificates, sasl_kafka: KafkaServer, tmp_path: Path
+) -> None:
+    """The real commands, with both secrets in their environment (SASL password, and the password of
+    a client key the client loads although this broker does not ask for it): DEBUG log and status."""
+    values = secured("SASL_SSL", sasl_kafka, certificates, ssl_certfile=certificates.client_cert,
+                     ssl_keyfile=certificates.client_key, ssl_password=certificates.client_key_password)  # fmt: skip
+    settings = settings_for(values, tmp_path / "home")
+    ensure_topics(settings)
+    models = Models(settings)
+    models.release("1")
+    models.close()
     log = tmp_path / "predictor.log"
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "streamfit.cli", "predictor", "--log-level", "DEBUG"],
@@ -148,7 +161,9 @@ def test_the_predictor_serves_over_tls_and_sasl_and_no_secret_is_logged(
     outputs = {"predictor log": log.read_text(errors="replace"), "status": status.stdout + status.stderr,
                "status --json": status_json.stdout + status_json.stderr}  # fmt: skip
     assert "**********" in outputs["predictor log"]  # the settings were logged, masked
+    secrets = [PASSWORD, certificates.client_key_password]
     leaks = {where for where, text in outputs.items() for s in secrets if s in text}
+    print(f"\n[security] command: log={len(outputs['predictor log'])} chars, status checked twice, leaks={len(leaks)}")
     assert not leaks, f"a secret appears in {leaks}"
 
 
