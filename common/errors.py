@@ -3,6 +3,7 @@
     StreamfitError
     ├── ConfigError        a setting, file or column is wrong: the message names what to change
     ├── BrokerUnavailable  Kafka did not answer within the timeout
+    │   └── BrokerRefused  Kafka answered but refused the connection: credentials or TLS settings
     ├── ModelStoreError    MLflow could not be reached or did not hold what was asked
     └── BundleError        a model bundle is corrupt, forged, or does not fit the serving schema
 
@@ -21,6 +22,10 @@ class ConfigError(StreamfitError):
 
 class BrokerUnavailable(StreamfitError):
     """The Kafka broker could not be reached within the configured timeout."""
+
+
+class BrokerRefused(BrokerUnavailable):
+    """The broker answered but refused the client: wrong credentials, or a TLS certificate problem."""
 
 
 class ModelStoreError(StreamfitError):

@@ -6,16 +6,18 @@ Every client of every service is built here, so that TLS/SASL settings, timeouts
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from common.errors import BrokerUnavailable, ConfigError
+from common.errors import BrokerRefused, BrokerUnavailable, ConfigError
 from common.messages import Message
 from common.settings import Settings
 
@@ -24,6 +26,29 @@ log = logging.getLogger(__name__)
 TOPICS = ("requests", "predictions", "labels", "observations", "retrain", "models", "dead-letters")
 CO_PARTITIONED = ("requests", "labels", "predictions", "observations")
 KEEP_FOREVER = {"retention.ms": "-1"}  # observations are training data; models holds the champion
+
+
+_SECRET_KEYS: Final = frozenset({"ssl_password", "sasl_plain_password"})
+
+
+class _MaskClientSecrets(logging.Filter):
+    """kafka-python's admin client logs its whole configuration at DEBUG, passwords included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, dict):
+            record.args = _masked(record.args)
+        elif isinstance(record.args, tuple):
+            record.args = tuple(_masked(arg) for arg in record.args)
+        return True
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict) and _SECRET_KEYS & value.keys():
+        return {k: "**********" if k in _SECRET_KEYS and v is not None else v for k, v in value.items()}
+    return value
+
+
+logging.getLogger("kafka.admin.client").addFilter(_MaskClientSecrets())
 
 
 def client_config(settings: Settings, client_id: str = "streamfit") -> dict[str, Any]:
@@ -59,6 +84,123 @@ def _unavailable(settings: Settings, exc: Exception) -> BrokerUnavailable:
     )
 
 
+# --- why a broker refused us -----------------------------------------------------------------------
+# kafka-python retries a refused connection (bad password, untrusted certificate) like a broker that
+# is away, until the bootstrap timeout, then says only "Unable to bootstrap". What it logs on the way
+# names the cause: clients are first built with a short bootstrap timeout while those lines are
+# collected, and a refusal is reported at once, with the settings to fix.
+
+FIRST_TRY: Final = 5.0  # seconds of the first bootstrap attempt, after which a refusal is reported
+_REFUSALS: Final = (  # (text kafka-python logs, what it means, the settings to check)
+    ("SaslAuthenticationFailed", "refused the SASL credentials",
+     "STREAMFIT_SASL_USERNAME / STREAMFIT_SASL_PASSWORD (--sasl-username / --sasl-password)"),
+    ("UnsupportedSaslMechanism", "does not accept this SASL mechanism", "STREAMFIT_SASL_MECHANISM (--sasl-mechanism)"),
+    ("IllegalSaslState", "refused the SASL handshake", "STREAMFIT_SECURITY_PROTOCOL and STREAMFIT_SASL_MECHANISM"),
+    ("CERTIFICATE_VERIFY_FAILED", "presented a TLS certificate this client does not trust",
+     "STREAMFIT_SSL_CAFILE (--ssl-cafile; the CA that signed the broker's certificate) or "
+     "STREAMFIT_SSL_CHECK_HOSTNAME"),
+    ("ALERT_BAD_CERTIFICATE", "refused this client's TLS certificate (or the lack of one)",
+     "STREAMFIT_SSL_CERTFILE / STREAMFIT_SSL_KEYFILE / STREAMFIT_SSL_PASSWORD (a certificate the broker trusts)"),
+    ("ALERT_CERTIFICATE_REQUIRED", "requires a client TLS certificate",
+     "STREAMFIT_SSL_CERTFILE / STREAMFIT_SSL_KEYFILE (--ssl-certfile / --ssl-keyfile)"),
+    ("ALERT_HANDSHAKE_FAILURE", "refused the TLS handshake",
+     "STREAMFIT_SSL_CERTFILE / STREAMFIT_SSL_KEYFILE and STREAMFIT_SECURITY_PROTOCOL"),
+    ("WRONG_VERSION_NUMBER", "does not speak TLS on this port", "STREAMFIT_SECURITY_PROTOCOL (--security-protocol)"),
+    ("Invalid frame length", "answered with something that is not Kafka's plaintext protocol (TLS?)",
+     "STREAMFIT_SECURITY_PROTOCOL (--security-protocol: SSL or SASL_SSL) and the SSL/SASL settings"),
+)  # fmt: skip
+_NET_LOGGER: Final = "kafka.net"  # kafka-python 3's connection, transport and manager loggers
+_capture_lock = threading.Lock()
+_capturing: list[_ConnectionLog] = []
+_saved: dict[str, Any] = {}
+
+
+class _ConnectionLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.lines.append(record.getMessage()[:500])
+
+    def refusal(self, sasl: bool) -> tuple[str, str, str] | None:
+        for line in reversed(self.lines):
+            for needle, meaning, fix in _REFUSALS:
+                if needle in line:
+                    return line, meaning, fix
+        # A broker that is away refuses connections; one that accepts them and hangs up before any
+        # answer, again and again, expects something else. A SASL client is most likely refused its
+        # credentials (the broker's error and its hang-up race: under load only the hang-up is seen);
+        # any other client, SASL or a client certificate.
+        hang_ups = [line for line in self.lines if "Connection lost: KafkaConnectionError: socket disconnected" in line]
+        if len(hang_ups) < 3:
+            return None
+        if sasl:
+            return (
+                hang_ups[-1],
+                "closes every connection during the SASL exchange (credentials or mechanism refused?)",
+                "STREAMFIT_SASL_USERNAME / STREAMFIT_SASL_PASSWORD and STREAMFIT_SASL_MECHANISM",
+            )
+        return (
+            hang_ups[-1],
+            "closes every connection before answering (does it require SASL, or a client certificate?)",
+            "STREAMFIT_SECURITY_PROTOCOL (--security-protocol) and STREAMFIT_SASL_MECHANISM, "
+            "or STREAMFIT_SSL_CERTFILE / STREAMFIT_SSL_KEYFILE",
+        )
+
+
+@contextlib.contextmanager
+def _connection_log() -> Iterator[_ConnectionLog]:
+    """Collect kafka-python's connection errors while a client bootstraps (whatever their log level)."""
+    handler = _ConnectionLog()
+    logger = logging.getLogger(_NET_LOGGER)
+    with _capture_lock:
+        if not _capturing:
+            _saved.update(level=logger.level, propagate=logger.propagate)
+            logger.setLevel(logging.ERROR)
+            logger.propagate = False  # services silence these lines; they are reported below instead
+        _capturing.append(handler)
+        logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        with _capture_lock:
+            logger.removeHandler(handler)
+            _capturing.remove(handler)
+            if not _capturing:
+                logger.setLevel(_saved["level"])
+                logger.propagate = _saved["propagate"]
+
+
+C = TypeVar("C")
+
+
+def _bootstrap(settings: Settings, build: Callable[[int], C]) -> C:
+    """Build a client (``build(bootstrap_timeout_ms)``): a refusal fails within ``FIRST_TRY`` seconds
+    with its cause, a broker that does not answer after ``broker_timeout`` seconds as before."""
+    deadline = time.monotonic() + settings.broker_timeout
+    timeout = min(settings.broker_timeout, FIRST_TRY)
+    with _connection_log() as seen:
+        while True:
+            try:
+                return build(int(timeout * 1000))
+            except KafkaError as exc:
+                refusal = seen.refusal(settings.security_protocol.startswith("SASL"))
+                if refusal is not None:
+                    line, meaning, fix = refusal
+                    raise BrokerRefused(
+                        f"the Kafka broker at {settings.bootstrap_servers} {meaning} "
+                        f"(security protocol {settings.security_protocol}"
+                        + (f", mechanism {settings.sasl_mechanism}, user {settings.sasl_username!r}"
+                           if settings.security_protocol.startswith("SASL") else "")
+                        + f"): check {fix}; the client said: {line}"
+                    ) from exc  # fmt: skip
+                timeout = deadline - time.monotonic()
+                if timeout < 0.5:
+                    raise _unavailable(settings, exc) from exc
+
+
 def make_producer(settings: Settings, client_id: str = "streamfit", **overrides: Any) -> KafkaProducer:
     config = client_config(settings, client_id)
     config.update(
@@ -67,14 +209,10 @@ def make_producer(settings: Settings, client_id: str = "streamfit", **overrides:
         linger_ms=2,
         batch_size=256 * 1024,
         max_block_ms=int(settings.broker_timeout * 1000),
-        bootstrap_timeout_ms=int(settings.broker_timeout * 1000),
         compression_type=None,
     )
     config.update(overrides)
-    try:
-        return KafkaProducer(**config)
-    except KafkaError as exc:
-        raise _unavailable(settings, exc) from exc
+    return _bootstrap(settings, lambda ms: KafkaProducer(**{"bootstrap_timeout_ms": ms, **config}))
 
 
 def make_consumer(
@@ -96,13 +234,9 @@ def make_consumer(
         max_poll_records=settings.batch_size,
         fetch_max_wait_ms=50,
         isolation_level="read_committed" if settings.processing_guarantee == "exactly-once" else "read_uncommitted",
-        bootstrap_timeout_ms=int(settings.broker_timeout * 1000),
     )
     config.update(overrides)
-    try:
-        consumer = KafkaConsumer(**config)
-    except KafkaError as exc:
-        raise _unavailable(settings, exc) from exc
+    consumer = _bootstrap(settings, lambda ms: KafkaConsumer(**{"bootstrap_timeout_ms": ms, **config}))
     topics = list(topics)
     if topics:
         consumer.subscribe(topics)
@@ -111,11 +245,7 @@ def make_consumer(
 
 def make_admin(settings: Settings) -> KafkaAdminClient:
     config = client_config(settings, "streamfit-admin")
-    config["bootstrap_timeout_ms"] = int(settings.broker_timeout * 1000)
-    try:
-        return KafkaAdminClient(**config)
-    except KafkaError as exc:
-        raise _unavailable(settings, exc) from exc
+    return _bootstrap(settings, lambda ms: KafkaAdminClient(**{"bootstrap_timeout_ms": ms, **config}))
 
 
 def topic_plan(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:

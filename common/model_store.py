@@ -23,7 +23,7 @@ from common.settings import Settings
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-URI_PATTERN = re.compile(r"^runs:/[0-9a-zA-Z_-]{1,64}/bundle/" + re.escape(BUNDLE_FILE) + r"$")
+URI_PATTERN = re.compile(r"runs:/[0-9a-zA-Z_-]{1,64}/bundle/" + re.escape(BUNDLE_FILE))  # whole URI: fullmatch
 
 
 def bundle_uri(run_id: str) -> str:
@@ -91,7 +91,7 @@ class ModelStore:
 
     def fetch_bundle(self, uri: str, sha256: str) -> ModelBundle:
         """Download, verify and load a bundle; refuses URIs outside this store."""
-        if not URI_PATTERN.match(uri):
+        if not URI_PATTERN.fullmatch(uri):  # not match(): "$" would let a trailing newline through
             raise BundleError(f"refusing bundle URI {uri!r}: not a bundle of this model store")
         import mlflow
 

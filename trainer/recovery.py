@@ -10,6 +10,11 @@ Two windows are left by "commit the retrain offset only after the reload is ackn
    committing: the retrain requests come back. A finished run that answered exactly those
    offsets already exists, so they are committed without training again.
 
+3. The trainer died anywhere before that (in the search, or after registering its version but
+   before moving the alias): the run is left ``training`` and RUNNING. It is closed as failed and
+   a version it registered is marked as never decided (it was never published), so that MLflow and
+   ``streamfit status`` do not show a cycle that is still running; the cycle itself runs again.
+
 Together: a cycle killed at any point runs again or is finished, and exactly one reload message
 is published for it. The check assumes one trainer per model name (the retrain topic has one
 partition, so one member of the group gets it).
@@ -77,6 +82,34 @@ def finish_interrupted_promotions(
             cycle.set_tags({STATE: "failed", "streamfit.error": "interrupted before the champion alias moved"})
             cycle.finish("FAILED")
     return published
+
+
+def close_interrupted_cycles(store: ModelStore, experiment_id: str) -> list[str]:
+    """Mark the cycles a dead trainer left ``training`` as failed; returns their run ids."""
+    runs = store_call(store, "look for interrupted cycles", lambda: store.client.search_runs(
+        [experiment_id], filter_string=f"tags.`{STATE}` = 'training' and attributes.status = 'RUNNING'",
+        max_results=50,
+    ))  # fmt: skip
+    closed: list[str] = []
+    for run in runs:
+        run_id = run.info.run_id
+        log.warning("run %s was interrupted during its cycle (the trainer stopped or died): marking it failed", run_id)
+        cycle = CycleRun(store, experiment_id, run_id)
+        cycle.set_tags({STATE: "failed", "streamfit.error": "interrupted: the trainer died during the cycle"})
+        cycle.finish("FAILED")
+        _mark_undecided_versions(store, run_id)
+        closed.append(run_id)
+    return closed
+
+
+def _mark_undecided_versions(store: ModelStore, run_id: str) -> None:
+    def mark() -> None:
+        for version in store.client.search_model_versions(f"name='{store.name}' and run_id='{run_id}'"):
+            store.client.set_model_version_tag(
+                store.name, version.version, "streamfit.decision", "interrupted before the decision; never published"
+            )
+
+    store_call(store, "mark the versions of an interrupted cycle", mark)
 
 
 def completed_run_for(store: ModelStore, experiment_id: str, batch: RetrainBatch) -> str | None:

@@ -35,7 +35,7 @@ from trainer.coalesce import RetrainBatch, coalesce
 from trainer.cycle import CycleAborted, CycleResult, CycleRunner
 from trainer.metrics import CYCLES, RETRAIN_REQUESTS
 from trainer.publisher import Publisher
-from trainer.recovery import completed_run_for, finish_interrupted_promotions
+from trainer.recovery import close_interrupted_cycles, completed_run_for, finish_interrupted_promotions
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +227,7 @@ class Trainer:
         store, runner = self._ready()
         experiment_id = store.experiment_id()
         finish_interrupted_promotions(store, experiment_id, self.settings, self.publisher.publish_reload)
+        close_interrupted_cycles(store, experiment_id)
         done = completed_run_for(store, experiment_id, batch)
         if done is not None:
             log.warning("retrain offsets %s were already answered by run %s (stopped before its commit): "

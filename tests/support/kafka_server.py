@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 POM = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
 
@@ -94,6 +95,8 @@ class KafkaServer:
     advertised_listeners: str | None = None
     protocol_map: str | None = None
     jvm_opts: tuple[str, ...] = ()
+    format_args: tuple[str, ...] = ()  # e.g. ("--add-scram", "SCRAM-SHA-512=[name=u,password=p]")
+    client_config: dict[str, Any] | None = None  # kafka-python settings that reach secured listeners
     process: subprocess.Popen[bytes] | None = None
     _formatted: bool = False
 
@@ -102,6 +105,7 @@ class KafkaServer:
         return f"127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         config = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -144,7 +148,7 @@ class KafkaServer:
         if not self._formatted:
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *self.format_args),
                 check=True, capture_output=True,
             )  # fmt: skip
             self._formatted = True
@@ -158,14 +162,16 @@ class KafkaServer:
 
     def _metadata_ready(self, timeout: float) -> bool:
         """The port opens before the broker has joined the quorum; wait for a real answer."""
-        if self.listeners is not None:  # secured listeners: callers check readiness themselves
+        if self.listeners is not None and self.client_config is None:  # callers check readiness themselves
             return True
         from kafka import KafkaAdminClient
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+                admin = KafkaAdminClient(
+                    bootstrap_servers=self.bootstrap, request_timeout_ms=5000, **(self.client_config or {})
+                )
                 try:
                     admin.list_topics()
                     return True
