@@ -1,0 +1,185 @@
+"""``python -m benchmarks [--quick|--tiny]``: run the five measurements, print the table, write
+``docs/benchmarks.md``. See docs/benchmarks.md for what each figure means."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import logging
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks import measures, trainer_cycle
+from benchmarks.environment import Bench, Requests, bench, broker
+from benchmarks.load import wait_ready
+from benchmarks.plan import PLANS, Plan
+from benchmarks.report import DOC, Row, table, write
+from benchmarks.services import Service, System
+
+log = logging.getLogger("benchmarks")
+
+SYSTEMS: dict[str, System] = {"echo": "echo", "seed": "seed", "predictor": "predictor", "rss": "predictor"}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller counts: a few minutes")
+    size.add_argument("--tiny", action="store_true", help="a smoke run of seconds (the test's); figures mean little")
+    parser.add_argument("--bootstrap-servers", help="use this broker instead of starting Apache Kafka from the jars")
+    parser.add_argument("--doc", type=Path, default=None, help=f"where to write the report (default {DOC}; "
+                        "--tiny writes none unless given)")  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    return parser.parse_args(argv)
+
+
+def serving(b: Bench, plan: Plan, requests: Requests, services: dict[str, Service]) -> list[Row]:
+    """Throughput, latency and hot swap: echo, seed-style loop and predictor on their own topics."""
+    variants = b.variants(plan.swap_models)
+    echo, seed, pred = services["echo"], services["seed"], services["predictor"]
+    wait_ready(echo.settings, requests)
+    tp_echo = measures.throughput(echo, requests, plan.throughput_requests, "tp")
+    wait_ready(seed.settings, requests)
+    tp_seed = measures.throughput(seed, requests, plan.seed_requests, "tp")
+    seed.stop()
+    wait_ready(pred.settings, requests)
+    tp_pred = measures.throughput(pred, requests, plan.throughput_requests, "tp")
+    rate = tp_pred / 2
+    lat_pred = measures.latency(pred, requests, rate, plan.latency_seconds, "lat")
+    lat_echo = measures.latency(echo, requests, rate, plan.latency_seconds, "lat")
+    echo.stop()
+    swaps = measures.hot_swap(pred, requests, variants, b.publish, rate, plan.swap_every)
+    pred.stop()
+    ms = 1000.0
+    swap_ratio = swaps.p99_swap / swaps.p99_steady
+    worst_reload = max(swaps.reload_to_first, default=math.nan)
+    return [
+        Row("throughput", "predictor", tp_pred, "req/s"),
+        Row("throughput", "echo ceiling", tp_echo, "req/s"),
+        Row("throughput", "seed-style loop", tp_seed, "req/s"),
+        Row("throughput", "predictor / echo", tp_pred / tp_echo, "x", ">= 0.8", tp_pred / tp_echo >= 0.8),
+        Row("throughput", "predictor / seed-style", tp_pred / tp_seed, "x", ">= 10", tp_pred / tp_seed >= 10),
+        Row("latency", f"offered load (half the predictor's {tp_pred:,.0f}/s)", rate, "req/s"),
+        Row("latency", "predictor p50", lat_pred.p50 * ms, "ms"),
+        Row("latency", "predictor p99", lat_pred.p99 * ms, "ms"),
+        Row("latency", "predictor max", lat_pred.max * ms, "ms"),
+        Row("latency", "echo p50", lat_echo.p50 * ms, "ms"),
+        Row("latency", "echo p99", lat_echo.p99 * ms, "ms"),
+        Row("latency", "echo max", lat_echo.max * ms, "ms"),
+        Row(
+            "latency",
+            "predictor p99 / echo p99",
+            lat_pred.p99 / lat_echo.p99,
+            "x",
+            "<= 1.5",
+            lat_pred.p99 / lat_echo.p99 <= 1.5,
+        ),
+        Row("hot swap", f"versions answering, of {swaps.published} published", swaps.swapped, ""),
+        Row("hot swap", f"requests lost, of {swaps.sent:,}", swaps.lost, "", "0", swaps.lost == 0),
+        Row("hot swap", "p99 steady", swaps.p99_steady * ms, "ms"),
+        Row("hot swap", "p99 in swap windows", swaps.p99_swap * ms, "ms"),
+        Row("hot swap", "p99 swap / steady", swap_ratio, "x", "<= 2", swap_ratio <= 2),
+        Row(
+            "hot swap",
+            "reload message to first answer by the new version (worst)",
+            worst_reload,
+            "s",
+            "< 2",
+            worst_reload < 2 and swaps.swapped == swaps.published,
+        ),
+    ]
+
+
+def memory(plan: Plan, requests: Requests, pred: Service) -> list[Row]:
+    wait_ready(pred.settings, requests)
+    first, second = measures.memory(pred, requests, plan.rss_requests)
+    pred.stop()
+    a, z = plan.rss_requests
+    return [
+        Row("memory", f"predictor RSS after {a:,} requests", first, "MiB"),
+        Row("memory", f"predictor RSS after {z:,} requests", second, "MiB"),
+        Row("memory", f"RSS {z:,} / {a:,}", second / first, "x", "<= 1.2", second / first <= 1.2),
+    ]
+
+
+def training(b: Bench, plan: Plan) -> list[Row]:
+    seed = trainer_cycle.seed_style(b.settings("trainer-seed", trials=plan.trials))
+    cycle = trainer_cycle.cycle(b.settings("trainer", trials=plan.trials))
+    ratio = cycle.seconds / seed.seconds
+    return [
+        Row("trainer", f"cycle, {cycle.trials} trials (search {cycle.search_seconds:.1f} s)", cycle.seconds, "s"),
+        Row("trainer", f"seed-style, {seed.trials} trials (search {seed.search_seconds:.1f} s)", seed.seconds, "s"),
+        Row("trainer", "cycle / seed-style time", ratio, "x", "<= 0.5", ratio <= 0.5),
+        Row("trainer", "holdout loss, cycle", cycle.holdout_loss, ""),
+        Row(
+            "trainer",
+            "holdout loss, seed-style",
+            seed.holdout_loss,
+            "",
+            "cycle <= seed-style",
+            cycle.holdout_loss <= seed.holdout_loss + 1e-12,
+        ),
+    ]
+
+
+def notes(plan: Plan) -> list[str]:
+    a, z = plan.rss_requests
+    out = [
+        f"Plan `{plan.name}`: throughput {plan.throughput_requests:,} requests per system "
+        f"({plan.seed_requests:,} for the seed-style loop), latency {plan.latency_seconds:.0f} s of paced load per "
+        f"system, {plan.swap_models} models published {plan.swap_every:.0f} s apart, {plan.trials} trials of at most "
+        f"{plan.max_rounds} rounds per trainer, RSS after {a:,} and {z:,} requests.",
+        "Throughput is end to end: the first request sent to the last answer written (the answer record's "
+        "timestamp), with every request sent at once by one producer. Latency is from `send` to the answer being "
+        "read, on this process's clock. Every system runs as its own process; the broker is a local single-node "
+        "Apache Kafka; topics have 3 partitions.",
+    ]
+    if plan.scaled:
+        out.append(f"The memory figures are scaled down ({a:,} and {z:,} requests instead of 50,000 and 500,000).")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    plan = PLANS["tiny" if args.tiny else "quick" if args.quick else "full"]
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    started = time.monotonic()
+    logs = Path(tempfile.mkdtemp(prefix="streamfit-bench-logs-"))
+    log.info("plan %s; service logs in %s", plan.name, logs)
+    rows: list[Row] = []
+    with broker(args.bootstrap_servers) as servers, bench(servers, plan.base_rows, plan.max_rounds) as b:
+        with contextlib.ExitStack() as stack:
+            # Every system starts now and waits for its model: their start-ups overlap the training.
+            services = {
+                name: stack.enter_context(Service(system, b.settings(name), logs))
+                for name, system in SYSTEMS.items()
+            }  # fmt: skip
+            requests = Requests()
+            champion = b.train_champion()
+            log.info("champion trained (version %s)", champion.version)
+            for name in ("seed", "predictor", "rss"):
+                b.publish(services[name].settings, champion)
+            rows += serving(b, plan, requests, services)
+            rows += memory(plan, requests, services["rss"])
+        rows += training(b, plan)
+    seconds = time.monotonic() - started
+    command = "python -m benchmarks" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
+    print(table(rows))
+    doc = args.doc if args.doc is not None else (None if args.tiny else DOC)
+    if doc is not None:
+        write(rows, command, notes(plan), started_at, seconds, doc)
+        log.info("wrote %s", doc)
+    if args.json is not None:
+        args.json.write_text(json.dumps([asdict(row) for row in rows], indent=1))
+    return 0
