@@ -1,8 +1,9 @@
 """The two systems the predictor is measured against, each a process of its own like the predictor.
 
 - ``echo``: the ceiling. The predictor's own client, configuration and batching (``collect``, the
-  same consumer, the same producer linger, one flush and one commit per batch), and no model: each
-  request is sent back as its answer, unread.
+  same consumer, the same producer linger, one flush and one commit per batch), and no model: the
+  request is not even read, and its answer is a fixed prediction-sized message under its key, so
+  that both write the same bytes.
 - ``seed``: the loop the project replaces, as faithfully as we know it: per message, JSON (the
   standard library) to a one-row DataFrame, the feature transform, ``predict``, ``send``, ``flush``;
   offsets auto-committed. Same model (the champion's bundle), same topics and partitions.
@@ -27,6 +28,7 @@ from common.messages import ModelReload, decode
 from common.model_store import ModelStore
 from common.settings import Settings, load_settings
 from predictor.batching import collect
+from predictor.encoding import prediction_json
 from predictor.service import POLL_WAIT_MS, PRODUCER_LINGER_MS
 
 _running = True
@@ -49,8 +51,10 @@ def echo(settings: Settings) -> None:
             )  # fmt: skip
             if not batch.records:
                 continue
+            at = time.time()
             for record in batch.records:
-                producer.send(answers, key=record.key, value=record.value, partition=record.partition)
+                value = prediction_json(record.key.decode(), "echo", 0.5, "echo", at)
+                producer.send(answers, key=record.key, value=value, partition=record.partition)
             producer.flush()
             consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in batch.next.items()})
     finally:

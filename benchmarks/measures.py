@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
@@ -23,14 +23,22 @@ SWAP_SETTLE = 0.5  # a swap window lasts until this long after the new version's
 WARM_UP = 1.0  # seconds of paced load not counted (connections, first fetches)
 
 
-def throughput(service: Service, requests: Requests, count: int, tag: str) -> float:
+@dataclass(frozen=True)
+class Throughput:
+    rate: float  # requests answered per second
+    cpu_ms: float  # CPU milliseconds the system spent per 1,000 requests
+
+
+def throughput(service: Service, requests: Requests, count: int, tag: str) -> Throughput:
     """Requests answered per second, end to end: first request sent to last answer written."""
     settings = service.settings
     answers = Answers(settings)
     try:
         payloads = requests.batch(tag, 0, count)
+        cpu = service.cpu_seconds
         started = blast(settings, payloads)
         wait_answered(answers, count, timeout=max(60.0, count / 100))
+        cpu = service.cpu_seconds - cpu
         service.check()
         answers.read_all()
         created = [a.created for key, a in answers.by_id.items() if key.startswith(f"{tag}-")]
@@ -39,18 +47,31 @@ def throughput(service: Service, requests: Requests, count: int, tag: str) -> fl
     if len(created) < count:
         raise RuntimeError(f"{service.system}: {len(created)} of {count} requests answered")
     rate = count / (max(created) - started)
-    log.info("throughput %s: %d requests, %.0f/s", service.system, count, rate)
-    return rate
+    result = Throughput(rate, cpu / count * 1e6)
+    log.info("throughput %s: %d requests, %.0f/s, %.0f CPU ms per 1,000", service.system, count, rate, result.cpu_ms)
+    return result
 
 
-@dataclass(frozen=True)
+@dataclass
 class Latency:
+    """Send-to-answer delays (seconds) of the requests counted, pooled over the slices of a run."""
+
     rate: float
-    sent: int
-    lost: int
-    p50: float  # seconds
-    p99: float
-    max: float
+    delays: list[float] = field(default_factory=list)
+    sent: int = 0
+    lost: int = 0
+
+    @property
+    def p50(self) -> float:
+        return _percentiles(self.delays)[0]
+
+    @property
+    def p99(self) -> float:
+        return _percentiles(self.delays)[1]
+
+    @property
+    def max(self) -> float:
+        return _percentiles(self.delays)[2]
 
 
 def _percentiles(values: list[float]) -> tuple[float, float, float]:
@@ -66,11 +87,11 @@ def _drain(answers: Answers, sent: dict[str, float]) -> None:
         answers.poll(200)
 
 
-def latency(service: Service, requests: Requests, rate: float, seconds: float, tag: str) -> Latency:
-    """Paced load at ``rate`` for ``seconds``: p50/p99/max from send to the answer being read."""
+def latency(service: Service, requests: Requests, into: Latency, seconds: float, tag: str) -> None:
+    """Paced load at ``into.rate`` for ``seconds``; adds the delays from send to the answer being read."""
     answers = Answers(service.settings)
     try:
-        paced = Paced(service.settings, requests, tag, rate).start()
+        paced = Paced(service.settings, requests, tag, into.rate).start()
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             answers.poll(50)
@@ -79,13 +100,13 @@ def latency(service: Service, requests: Requests, rate: float, seconds: float, t
         service.check()
     finally:
         answers.close()
-    counted_from = min(paced.sent.values(), default=0.0) + (WARM_UP if seconds >= 5 else 0.0)
-    values = [answers.by_id[k].received - t for k, t in paced.sent.items() if t >= counted_from and k in answers.by_id]
-    lost = sum(1 for k in paced.sent if k not in answers.by_id)
-    p50, p99, top = _percentiles(values)
-    log.info("latency %s at %.0f/s: p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d lost",
-             service.system, rate, p50 * 1e3, p99 * 1e3, top * 1e3, lost)  # fmt: skip
-    return Latency(rate, len(paced.sent), lost, p50, p99, top)
+    counted_from = min(paced.sent.values(), default=0.0) + (WARM_UP if seconds >= 3 * WARM_UP else 0.0)
+    by_id = answers.by_id
+    into.delays += [by_id[k].received - t for k, t in paced.sent.items() if t >= counted_from and k in by_id]
+    into.sent += len(paced.sent)
+    into.lost += sum(1 for k in paced.sent if k not in by_id)
+    log.info("latency %s at %.0f/s so far: p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d lost",
+             service.system, into.rate, into.p50 * 1e3, into.p99 * 1e3, into.max * 1e3, into.lost)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ class Plan:
         return self.rss_requests != FULL.rss_requests
 
 
-FULL = Plan("full", None, 60_000, 3_000, 20.0, 5, 4.0, 6, 300, (50_000, 500_000))
-QUICK = Plan("quick", None, 30_000, 1_500, 10.0, 5, 3.0, 3, 100, (20_000, 200_000))
-TINY = Plan("tiny", 3_000, 1_000, 100, 2.0, 5, 0.8, 2, 10, (1_000, 5_000))
+FULL = Plan("full", None, 60_000, 3_000, 24.0, 5, 4.0, 6, 300, (50_000, 500_000))
+QUICK = Plan("quick", None, 20_000, 1_000, 12.0, 5, 3.0, 3, 100, (20_000, 200_000))
+TINY = Plan("tiny", 3_000, 500, 100, 2.0, 5, 0.8, 2, 10, (1_000, 5_000))
 PLANS = {plan.name: plan for plan in (FULL, QUICK, TINY)}

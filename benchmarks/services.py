@@ -74,6 +74,14 @@ class Service:
             self.process.wait()
 
     @property
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (from /proc): unlike wall time, barely moved
+        by other work on a shared machine."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    @property
     def rss_mb(self) -> float:
         """Resident set size of the process now, in MiB (VmRSS from /proc)."""
         assert self.process is not None
