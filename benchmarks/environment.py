@@ -90,11 +90,14 @@ class Bench:
         finally:
             producer.close(timeout=5)
 
+    def champion_bundle(self) -> ModelBundle:
+        assert self.champion is not None
+        return ModelStore(self.settings("bootstrap")).fetch_bundle(self.champion.uri, self.champion.sha256)
+
     def variants(self, count: int) -> list[ModelReload]:
         """``count`` more registered versions: the champion's trees in bundles of their own."""
-        assert self.champion is not None
+        bundle = self.champion_bundle()
         store = ModelStore(self.settings("bootstrap"))
-        bundle = store.fetch_bundle(self.champion.uri, self.champion.sha256)
         experiment = store.experiment_id()
         out = []
         for i in range(count):

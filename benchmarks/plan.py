@@ -26,5 +26,5 @@ class Plan:
 
 FULL = Plan("full", None, 60_000, 3_000, 24.0, 5, 4.0, 6, 300, (50_000, 500_000))
 QUICK = Plan("quick", None, 20_000, 1_000, 12.0, 5, 3.0, 3, 100, (20_000, 200_000))
-TINY = Plan("tiny", 3_000, 500, 100, 2.0, 5, 0.8, 2, 10, (1_000, 5_000))
+TINY = Plan("tiny", 2_000, 500, 60, 1.2, 5, 0.8, 2, 10, (1_000, 4_000))
 PLANS = {plan.name: plan for plan in (FULL, QUICK, TINY)}

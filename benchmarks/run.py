@@ -49,6 +49,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def serving(b: Bench, plan: Plan, requests: Requests, services: dict[str, Service]) -> list[Row]:
     """Throughput, latency and hot swap: echo, seed-style loop and predictor on their own topics."""
     variants = b.variants(plan.swap_models)
+    bundle = b.champion_bundle()
+    predict_us = measures.predict_cost(bundle, requests)
     echo, seed, pred = services["echo"], services["seed"], services["predictor"]
     tp_seed = measures.throughput(seed, requests, plan.seed_requests, "tp").rate
     seed.stop()
@@ -76,6 +78,12 @@ def serving(b: Bench, plan: Plan, requests: Requests, services: dict[str, Servic
         Row("throughput", "seed-style loop", tp_seed, "req/s"),
         Row("throughput", "predictor CPU per 1,000 requests", best["predictor"].cpu_ms, "ms"),
         Row("throughput", "echo CPU per 1,000 requests", best["echo"].cpu_ms, "ms"),
+        Row(
+            "throughput",
+            f"LightGBM predict alone, per 1,000 rows ({bundle.booster.num_trees()} trees, 1 thread)",
+            predict_us,
+            "ms",
+        ),
         Row("throughput", "predictor / echo", tp_pred / tp_echo, "x", ">= 0.8", tp_pred / tp_echo >= 0.8),
         Row("throughput", "predictor / seed-style", tp_pred / tp_seed, "x", ">= 10", tp_pred / tp_seed >= 10),
         Row("latency", f"offered load (half the predictor's {tp_pred:,.0f}/s)", rate, "req/s"),
