@@ -51,10 +51,15 @@ def throughput(service: Service, requests: Requests, count: int, tag: str) -> Th
         cpu = service.cpu_seconds
         started = blast(settings, payloads)
         wait_answered(answers, count, timeout=max(60.0, count / 100))
-        cpu = service.cpu_seconds - cpu
         service.check()
         answers.read_all()
-        created = [a.created for key, a in answers.by_id.items() if key.startswith(f"{tag}-")]
+        # With transactions the end offsets also count the commit markers: read on until every answer is in.
+        created = _created(answers, tag)
+        deadline = time.monotonic() + 60.0
+        while len(created) < count and time.monotonic() < deadline:
+            answers.poll(200)
+            created = _created(answers, tag)
+        cpu = service.cpu_seconds - cpu
     finally:
         answers.close()
     if len(created) < count:
@@ -63,6 +68,11 @@ def throughput(service: Service, requests: Requests, count: int, tag: str) -> Th
     result = Throughput(rate, cpu / count * 1e6)
     log.info("throughput %s: %d requests, %.0f/s, %.0f CPU ms per 1,000", service.system, count, rate, result.cpu_ms)
     return result
+
+
+def _created(answers: Answers, tag: str) -> list[float]:
+    prefix = f"{tag}-"
+    return [a.created for key, a in answers.by_id.items() if key.startswith(prefix)]
 
 
 @dataclass

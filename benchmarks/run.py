@@ -29,7 +29,9 @@ log = logging.getLogger("benchmarks")
 ROUNDS = 2  # throughput rounds per system, alternated
 SLICES = 4  # latency slices per system, alternated
 PARTS = ("serving", "memory", "trainer")
-SYSTEMS: dict[str, System] = {"echo": "echo", "seed": "seed", "predictor": "predictor", "rss": "predictor"}
+SYSTEMS: dict[str, System] = {"echo": "echo", "seed": "seed", "predictor": "predictor", "eos": "predictor",
+                              "rss": "predictor"}  # fmt: skip
+EXACTLY_ONCE = "eos"  # the predictor with STREAMFIT_PROCESSING_GUARANTEE=exactly-once (issue 7)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -46,27 +48,34 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def overrides(name: str) -> dict[str, str]:
+    return {"processing_guarantee": "exactly-once"} if name == EXACTLY_ONCE else {}
+
+
 def serving(b: Bench, plan: Plan, requests: Requests, services: dict[str, Service]) -> list[Row]:
     """Throughput, latency and hot swap: echo, seed-style loop and predictor on their own topics."""
     variants = b.variants(plan.swap_models)
     bundle = b.champion_bundle()
     predict_us = measures.predict_cost(bundle, requests)
-    echo, seed, pred = services["echo"], services["seed"], services["predictor"]
+    echo, seed, pred, eos = services["echo"], services["seed"], services["predictor"], services[EXACTLY_ONCE]
     tp_seed = measures.throughput(seed, requests, plan.seed_requests, "tp").rate
     seed.stop()
     # The machine is shared: predictor and echo take turns, and each keeps its best round.
-    runs: dict[str, list[measures.Throughput]] = {"predictor": [], "echo": []}
+    turns = {"predictor": pred, "echo": echo, EXACTLY_ONCE: eos}
+    runs: dict[str, list[measures.Throughput]] = {name: [] for name in turns}
     for turn in range(ROUNDS):
-        for service in (pred, echo):
-            runs[service.system].append(measures.throughput(service, requests, plan.throughput_requests, f"tp{turn}"))
-    best = {system: max(done, key=lambda t: t.rate) for system, done in runs.items()}
-    tp_pred, tp_echo = best["predictor"].rate, best["echo"].rate
+        for name, service in turns.items():
+            runs[name].append(measures.throughput(service, requests, plan.throughput_requests, f"tp{turn}"))
+    best = {name: max(done, key=lambda t: t.rate) for name, done in runs.items()}
+    tp_pred, tp_echo, tp_eos = best["predictor"].rate, best["echo"].rate, best[EXACTLY_ONCE].rate
     rate = tp_pred / 2
-    lat_pred, lat_echo = measures.Latency(rate), measures.Latency(rate)
+    lat_pred, lat_echo, lat_eos = measures.Latency(rate), measures.Latency(rate), measures.Latency(rate)
     for turn in range(SLICES):
         measures.latency(pred, requests, lat_pred, plan.latency_seconds / SLICES, f"lat{turn}")
         measures.latency(echo, requests, lat_echo, plan.latency_seconds / SLICES, f"lat{turn}")
+        measures.latency(eos, requests, lat_eos, plan.latency_seconds / SLICES, f"lat{turn}")
     echo.stop()
+    eos.stop()
     swaps = measures.hot_swap(pred, requests, variants, b.publish, rate, plan.swap_every)
     pred.stop()
     ms = 1000.0
@@ -101,6 +110,12 @@ def serving(b: Bench, plan: Plan, requests: Requests, services: dict[str, Servic
             "<= 1.5",
             lat_pred.p99 / lat_echo.p99 <= 1.5,
         ),
+        Row("exactly-once", "predictor, exactly-once: throughput", tp_eos, "req/s"),
+        Row("exactly-once", "predictor, exactly-once: CPU per 1,000 requests", best[EXACTLY_ONCE].cpu_ms, "ms"),
+        Row("exactly-once", "throughput exactly-once / at-least-once", tp_eos / tp_pred, "x"),
+        Row("exactly-once", f"predictor, exactly-once: p50 at {rate:,.0f} req/s", lat_eos.p50 * ms, "ms"),
+        Row("exactly-once", f"predictor, exactly-once: p99 at {rate:,.0f} req/s", lat_eos.p99 * ms, "ms"),
+        Row("exactly-once", "p99 exactly-once / at-least-once", lat_eos.p99 / lat_pred.p99, "x"),
         Row("hot swap", f"versions answering, of {swaps.published} published", swaps.swapped, ""),
         Row("hot swap", f"requests lost, of {swaps.sent:,}", swaps.lost, "", "0", swaps.lost == 0),
         Row("hot swap", "p99 steady", swaps.p99_steady * ms, "ms"),
@@ -157,12 +172,16 @@ def notes(plan: Plan) -> list[str]:
         f"system, {plan.swap_models} models published {plan.swap_every:.0f} s apart, {plan.trials} trials of at most "
         f"{plan.max_rounds} rounds per trainer, RSS after {a:,} and {z:,} requests.",
         "Throughput is end to end: the first request sent to the last answer written (the answer record's "
-        f"timestamp), with every request sent at once by one producer; predictor and echo take {ROUNDS} turns each "
-        "and keep their best. CPU per 1,000 requests is the system process's user + system time over its best "
-        "round. Latency is from `send` to the answer being read, on the benchmark's clock, pooled over "
-        f"{SLICES} alternating slices per system. Every system runs as its own process; the broker is a local "
-        "single-node Apache Kafka; topics have 3 partitions; requests carry no label, so every answered request "
-        "waits in the predictor's label join (bounded by `pending_max`, 200,000 by default).",
+        "timestamp), with every request sent at once by one producer; predictor, echo and the exactly-once "
+        f"predictor take {ROUNDS} turns each and keep their best. CPU per 1,000 requests is the system process's "
+        "user + system time over its best round. Latency is from `send` to the answer being read, on the "
+        f"benchmark's clock, pooled over {SLICES} alternating slices per system. The exactly-once predictor runs "
+        "one Kafka transaction per batch (`send_offsets_to_transaction`, then commit) and its answers are read "
+        "`read_committed`, so its latency includes the commit; its throughput clock stops at the last answer's "
+        "record timestamp, stamped before its transaction commits (one commit, milliseconds, out of seconds). "
+        "Every system runs as its own process; the broker is a local single-node Apache Kafka; topics have 3 "
+        "partitions; requests carry no label, so every answered request waits in the predictor's label join "
+        "(bounded by `pending_max`, 200,000 by default).",
     ]
     if plan.scaled:
         out.append(f"The memory figures are scaled down ({a:,} and {z:,} requests instead of 50,000 and 500,000).")
@@ -186,12 +205,12 @@ def main(argv: list[str] | None = None) -> int:
             # Every system starts now and waits for its model: their start-ups overlap the training.
             wanted = {name: system for name, system in SYSTEMS.items()
                       if ("memory" if name == "rss" else "serving") in parts}  # fmt: skip
-            services = {name: stack.enter_context(Service(system, b.settings(name), logs))
+            services = {name: stack.enter_context(Service(system, b.settings(name, **overrides(name)), logs))
                         for name, system in wanted.items()}  # fmt: skip
             requests = Requests()
             champion = b.train_champion()
             log.info("champion trained (version %s)", champion.version)
-            for name in ("seed", "predictor", "rss"):
+            for name in ("seed", "predictor", EXACTLY_ONCE, "rss"):
                 if name in services:
                     b.publish(services[name].settings, champion)
             for service in services.values():  # nothing is measured while another system still starts

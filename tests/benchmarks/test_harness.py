@@ -28,7 +28,7 @@ def test_the_tiny_run_fills_every_row_of_the_table_with_a_number(broker: str, tm
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())
     measures = {row["measure"] for row in rows}
-    assert measures == {"throughput", "latency", "hot swap", "memory", "trainer"}
+    assert measures == {"throughput", "latency", "exactly-once", "hot swap", "memory", "trainer"}
     for row in rows:
         assert isinstance(row["value"], (int, float)) and math.isfinite(row["value"]), row
         assert row["goal"] == "" or row["met"] in (True, False), row
