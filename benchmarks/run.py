@@ -146,25 +146,12 @@ def memory(plan: Plan, requests: Requests, pred: Service) -> list[Row]:
 
 def training(b: Bench, plan: Plan) -> list[Row]:
     seed = trainer_cycle.seed_style(b.settings("trainer-seed", trials=plan.trials))
-    same = trainer_cycle.seed_style(b.settings("trainer-seed-1", trials=plan.trials), cycle_threads=True)
     cycle = trainer_cycle.cycle(b.settings("trainer", trials=plan.trials))
     ratio = cycle.seconds / seed.seconds
     return [
         Row("trainer", f"cycle, {cycle.trials} trials (search {cycle.search_seconds:.1f} s)", cycle.seconds, "s"),
-        Row(
-            "trainer",
-            f"seed-style, {seed.trials} trials, LightGBM's default threads (search {seed.search_seconds:.1f} s)",
-            seed.seconds,
-            "s",
-        ),
-        Row(
-            "trainer",
-            f"seed-style, {same.trials} trials, the cycle's threads (search {same.search_seconds:.1f} s)",
-            same.seconds,
-            "s",
-        ),
+        Row("trainer", f"seed-style, {seed.trials} trials (search {seed.search_seconds:.1f} s)", seed.seconds, "s"),
         Row("trainer", "cycle / seed-style time", ratio, "x", "<= 0.5", ratio <= 0.5),
-        Row("trainer", "cycle / seed-style on the cycle's threads", cycle.seconds / same.seconds, "x"),
         Row("trainer", "holdout loss, cycle", cycle.holdout_loss, ""),
         Row(
             "trainer",

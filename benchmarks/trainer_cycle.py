@@ -54,17 +54,12 @@ def _load(settings: Settings, path: Any, pipeline: FeaturePipeline | None = None
     return pipeline, x[keep], y[keep]
 
 
-def seed_style(settings: Settings, cycle_threads: bool = False) -> Training:
-    """``cycle_threads``: LightGBM on the thread count the cycle chooses for this data (one thread
-    for small data); otherwise on LightGBM's default (all cores), as the seed ran it."""
+def seed_style(settings: Settings) -> Training:
     started = time.perf_counter()
-
-    def fixed_params(pipeline: FeaturePipeline, rows: int) -> dict[str, Any]:
-        return task_params(pipeline, settings, rows if cycle_threads else None)
 
     def objective(params: dict[str, Any]) -> TrialScore:
         pipeline, x, y = _load(settings, settings.data_path)  # every trial: read, fit, transform, bin
-        base = fixed_params(pipeline, len(y))
+        base = task_params(pipeline, settings, len(y))
         dataset = build_dataset(pipeline, x, y, None, base)
         cv = CrossValidation(
             dataset, base, folds=settings.cv_folds, max_rounds=settings.max_rounds,
@@ -77,13 +72,12 @@ def seed_style(settings: Settings, cycle_threads: bool = False) -> Training:
     result = search.run()
     best = result.best
     pipeline, x, y = _load(settings, settings.data_path)
-    base = fixed_params(pipeline, len(y))
+    base = task_params(pipeline, settings, len(y))
     dataset = build_dataset(pipeline, x, y, None, base)
     bundle = train_bundle(pipeline, dataset, {**base, **best.params}, best.best_iteration, {})
     assert settings.test_data_path is not None
     _, hx, hy = _load(settings, settings.test_data_path, pipeline)
     loss = evaluate(bundle, hx, hy)["loss"]
     seconds = time.perf_counter() - started
-    log.info("seed-style trainer (%s threads): %d trials in %.1fs, holdout loss %.5f",
-             "cycle's" if cycle_threads else "default", len(result.trials), seconds, loss)  # fmt: skip
+    log.info("seed-style trainer: %d trials in %.1fs, holdout loss %.5f", len(result.trials), seconds, loss)
     return Training(seconds, result.seconds, len(result.trials), loss)
