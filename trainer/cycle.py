@@ -199,7 +199,7 @@ class CycleRunner:
             return self._result(run, batch, data, refresh, started, "too_few_rows")
 
         # --- search -----------------------------------------------------------------------------
-        params = task_params(pipeline, settings, data.rows)
+        params = task_params(pipeline, settings)
         dataset = build_dataset(pipeline, data.x, data.y, data.weight, params)
         cv = CrossValidation(
             dataset, params, folds=settings.cv_folds, max_rounds=settings.max_rounds,

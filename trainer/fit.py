@@ -25,24 +25,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
-# Below this many training rows LightGBM trains faster on one thread than on all cores: each
-# boosting round is too short for OpenMP's fork and barriers to pay, and on a busy machine a
-# thread that is not scheduled stalls the others at every barrier. Measured on the Adult data set
-# (32,561 rows, 2 cores, loaded): one 3-fold lgb.cv trial took 2.8 and 3.6 s on one thread against
-# 6.7 and 6.9 s on both, with identical results (docs/benchmarks.md).
-SMALL_DATA_ROWS = 100_000
-
-
-def threads_for(settings: Settings, rows: int | None) -> int:
-    """``--num-threads`` if set; else one thread for small data, all cores (0) otherwise."""
-    if settings.num_threads or rows is None:
-        return settings.num_threads
-    return 1 if rows < SMALL_DATA_ROWS else 0
-
-
-def task_params(pipeline: FeaturePipeline, settings: Settings, rows: int | None = None) -> dict[str, Any]:
-    """Objective and metric for the task (overridable), and the fixed LightGBM settings; ``rows``
-    (the training rows) chooses the thread count when ``--num-threads`` is 0."""
+def task_params(pipeline: FeaturePipeline, settings: Settings) -> dict[str, Any]:
+    """Objective and metric for the task (overridable), and the fixed LightGBM settings."""
     objective, metric = {
         "binary": ("binary", "binary_logloss"),
         "multiclass": ("multiclass", "multi_logloss"),
@@ -55,7 +39,7 @@ def task_params(pipeline: FeaturePipeline, settings: Settings, rows: int | None 
         "seed": settings.seed,
         "deterministic": True,
         "force_row_wise": True,
-        "num_threads": threads_for(settings, rows),
+        "num_threads": settings.num_threads,
     }
     if pipeline.task == "multiclass":
         params["num_class"] = len(pipeline.classes)

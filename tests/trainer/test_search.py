@@ -100,11 +100,3 @@ def test_all_trials_failing_is_an_error() -> None:
     result = search(broken, "random", trials=2).run()
     with pytest.raises(RuntimeError, match="all 2 trials failed"):
         _ = result.best
-
-
-def test_small_data_trains_on_one_thread_unless_the_thread_count_is_set() -> None:
-    pipeline = FeaturePipeline.fit(synthetic("binary", 50), "bought")
-    assert task_params(pipeline, load_settings())["num_threads"] == 0  # rows unknown: LightGBM's default
-    assert task_params(pipeline, load_settings(), rows=32_561)["num_threads"] == 1
-    assert task_params(pipeline, load_settings(), rows=2_000_000)["num_threads"] == 0
-    assert task_params(pipeline, load_settings(num_threads=2), rows=500)["num_threads"] == 2
