@@ -59,7 +59,7 @@ def seed_style(settings: Settings) -> Training:
 
     def objective(params: dict[str, Any]) -> TrialScore:
         pipeline, x, y = _load(settings, settings.data_path)  # every trial: read, fit, transform, bin
-        base = task_params(pipeline, settings, len(y))
+        base = task_params(pipeline, settings)
         dataset = build_dataset(pipeline, x, y, None, base)
         cv = CrossValidation(
             dataset, base, folds=settings.cv_folds, max_rounds=settings.max_rounds,
@@ -72,7 +72,7 @@ def seed_style(settings: Settings) -> Training:
     result = search.run()
     best = result.best
     pipeline, x, y = _load(settings, settings.data_path)
-    base = task_params(pipeline, settings, len(y))
+    base = task_params(pipeline, settings)
     dataset = build_dataset(pipeline, x, y, None, base)
     bundle = train_bundle(pipeline, dataset, {**base, **best.params}, best.best_iteration, {})
     assert settings.test_data_path is not None
