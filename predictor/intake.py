@@ -43,7 +43,6 @@ class Intake:
 
     ids: list[str] = field(default_factory=list)
     features: list[dict[str, Any]] = field(default_factory=list)
-    raws: list[bytes] = field(default_factory=list)
     partitions: list[int] = field(default_factory=list)  # where each request came from
     carried: list[Any] = field(default_factory=list)  # a valid label the request carries, or NO_LABEL
     labels: list[tuple[str, Any, int]] = field(default_factory=list)  # (request_id, valid label, partition)
@@ -132,7 +131,7 @@ class Reader:
         out = Intake()
         requests_topic, max_bytes = self.requests_topic, self.max_bytes
         required, numeric, numbers = self._required, self._numeric, _NUMBERS
-        ids, features_of, raws, carried, partitions = out.ids, out.features, out.raws, out.carried, out.partitions
+        ids, features_of, carried, partitions = out.ids, out.features, out.carried, out.partitions
         for record in records:
             if record.topic != requests_topic:
                 self._read_label(record, out)
@@ -169,7 +168,6 @@ class Reader:
                     label = NO_LABEL
             ids.append(request_id)
             features_of.append(features)
-            raws.append(raw)
             carried.append(label)
             partitions.append(record.partition)
         return out

@@ -17,9 +17,12 @@ as unknown. The predictions were delivered; only those observations are missing.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import struct
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Final
+
+import orjson
 
 HOLD_AGE: Final = 30.0  # seconds an early label waits for its request
 HOLD_MAX: Final = 10_000  # early labels held at once
@@ -37,11 +40,78 @@ NO_LABEL: Final = _NoLabel()  # "no label" (None is a value a client may send, a
 class Served:
     """What was answered for one request: enough to write its observation later."""
 
-    raw: bytes  # the request as received; its features are read back on a join (smaller than a dict)
+    features: dict[str, Any]  # as the request carried them
     prediction: Any
     score: float
     model_version: str
     served_at: float  # monotonic seconds
+
+
+# --- the packed form of a served request -----------------------------------------------------------
+# A store of 200,000 served requests as objects (the raw request, a dataclass, two floats) took
+# about 630 bytes each; packed into one bytes object it takes about 300 (docs/benchmarks.md). The
+# header holds the numbers and small-table ids, the tail the feature values as a JSON list, whose
+# names (the request's key order) are a "key set" stored once. What does not fit a table (more
+# than 65,534 distinct key sets, predictions or versions) travels whole in the JSON tail instead.
+_HEADER: Final = struct.Struct("<ddHHHB")  # score, served_at, key set, prediction, version, flags
+_NOT_IN_TABLE: Final = 0xFFFF
+_WHOLE: Final = 1  # flag: the tail is [features, prediction, version], features a dict
+
+
+class _Table:
+    """Values seen often (feature name sets, class labels, model versions) and their small ids."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[type, Any], int] = {}
+        self.values: list[Any] = []
+
+    def id_of(self, value: Any) -> int:
+        key = (type(value), value)  # 1, 1.0 and True are distinct predictions
+        found = self.ids.get(key)
+        if found is not None:
+            return found
+        if len(self.values) >= _NOT_IN_TABLE:
+            return _NOT_IN_TABLE
+        self.ids[key] = len(self.values)
+        self.values.append(value)
+        return len(self.values) - 1
+
+
+class _Packer:
+    def __init__(self) -> None:
+        self.key_sets, self.predictions, self.versions = _Table(), _Table(), _Table()
+
+    def pack(self, served: Served) -> bytes:
+        features = served.features
+        try:
+            key_set = self.key_sets.id_of(tuple(features))
+        except TypeError:  # pragma: no cover - feature names are JSON object keys, always hashable
+            key_set = _NOT_IN_TABLE
+        prediction = self.predictions.id_of(served.prediction) if _hashable(served.prediction) else _NOT_IN_TABLE
+        version = self.versions.id_of(served.model_version)
+        values: Any = list(features.values()) if key_set != _NOT_IN_TABLE else features
+        if prediction == _NOT_IN_TABLE or version == _NOT_IN_TABLE:
+            tail = orjson.dumps([features, served.prediction, served.model_version])
+            return _HEADER.pack(served.score, served.served_at, _NOT_IN_TABLE, 0, 0, _WHOLE) + tail
+        return _HEADER.pack(served.score, served.served_at, key_set, prediction, version, 0) + orjson.dumps(values)
+
+    def unpack(self, packed: bytes) -> Served:
+        score, served_at, key_set, prediction, version, flags = _HEADER.unpack_from(packed)
+        tail = orjson.loads(memoryview(packed)[_HEADER.size :])
+        if flags & _WHOLE:
+            features, predicted, model_version = tail
+            return Served(features, predicted, score, model_version, served_at)
+        names = self.key_sets.values[key_set]
+        return Served(dict(zip(names, tail, strict=True)), self.predictions.values[prediction], score,
+                      self.versions.values[version], served_at)  # fmt: skip
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool)) or value is None
+
+
+def _served_at(packed: bytes) -> float:
+    return float(_HEADER.unpack_from(packed)[1])
 
 
 class LabelJoin:
@@ -52,7 +122,14 @@ class LabelJoin:
         self.max_age = max_age
         self.hold_max = hold_max
         self.hold_age = hold_age
-        self._pending: OrderedDict[str, Served] = OrderedDict()
+        self._packer = _Packer()
+        # Served requests, packed, and their order (oldest first). A request joined or served again
+        # leaves a dead entry in the order, recognised because the store no longer holds that very
+        # object; dead entries are dropped when they reach the front, or all at once when they
+        # outnumber the live ones.
+        self._pending: dict[str, bytes] = {}
+        self._order_ids: deque[str] = deque()
+        self._order_packed: deque[bytes] = deque()
         self._held: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._undo: list[tuple[bool, str, Any]] | None = None
         # Counters, read by the metrics at scrape time.
@@ -80,22 +157,26 @@ class LabelJoin:
                 self.joined += 1
                 return early[0]
         pending = self._pending
-        if request_id in pending:
-            pending.move_to_end(request_id)
-        pending[request_id] = served
+        pending.pop(request_id, None)  # served again: it is now the newest
+        packed = self._packer.pack(served)
+        pending[request_id] = packed
+        self._order_ids.append(request_id)
+        self._order_packed.append(packed)
         if len(pending) > self.max_size:
-            pending.popitem(last=False)
+            self._drop_oldest()
             self.evicted += 1
+        if len(self._order_ids) > 2 * len(pending) + 1024:
+            self._compact()
         return NO_LABEL
 
     def label(self, request_id: str, value: Any, now: float) -> Served | None:
         """The served request this label completes, or None (the label is then held a while)."""
-        entry = self._pending.pop(request_id, None)
-        if entry is not None:
+        packed = self._pending.pop(request_id, None)
+        if packed is not None:
             if self._undo is not None:
-                self._undo.append((True, request_id, entry))
+                self._undo.append((True, request_id, packed))
             self.joined += 1
-            return entry
+            return self._packer.unpack(packed)
         held = self._held
         if request_id in held:
             held.move_to_end(request_id)
@@ -108,12 +189,12 @@ class LabelJoin:
 
     def expire(self, now: float) -> None:
         """Drop served requests older than ``max_age`` and held labels older than ``hold_age``."""
-        pending, oldest = self._pending, now - self.max_age
-        while pending:
-            first = next(iter(pending.values()))
-            if first.served_at > oldest:
+        oldest = now - self.max_age
+        while self._pending:
+            packed = self._oldest()
+            if _served_at(packed) > oldest:
                 break
-            pending.popitem(last=False)
+            self._drop_oldest()
             self.expired += 1
         held, oldest = self._held, now - self.hold_age
         while held:
@@ -122,6 +203,33 @@ class LabelJoin:
                 break
             held.popitem(last=False)
             self.unknown += 1
+
+    # --- the order of served requests ----------------------------------------------------------------
+    def _oldest(self) -> bytes:
+        """The oldest live entry (the store is not empty), once the dead ones before it are dropped."""
+        ids, packs, pending = self._order_ids, self._order_packed, self._pending
+        while pending.get(ids[0]) is not packs[0]:
+            ids.popleft()
+            packs.popleft()
+        return packs[0]
+
+    def _drop_oldest(self) -> None:
+        self._oldest()
+        del self._pending[self._order_ids.popleft()]
+        self._order_packed.popleft()
+
+    def _compact(self) -> None:
+        pending = self._pending
+        live = [(i, p) for i, p in zip(self._order_ids, self._order_packed, strict=True) if pending.get(i) is p]
+        seen: set[str] = set()
+        ids: deque[str] = deque()
+        packs: deque[bytes] = deque()
+        for request_id, packed in live:  # a rolled-back entry can appear twice: keep its first place
+            if request_id not in seen:
+                seen.add(request_id)
+                ids.append(request_id)
+                packs.append(packed)
+        self._order_ids, self._order_packed = ids, packs
 
     # --- one batch at a time: its joins are undone if its output never reaches the broker ----------
     def begin(self) -> None:
@@ -133,8 +241,12 @@ class LabelJoin:
     def rollback(self) -> None:
         """Put back what this batch's joins took, so that a retried batch joins them again."""
         for was_pending, request_id, item in reversed(self._undo or []):
-            store: OrderedDict[str, Any] = self._pending if was_pending else self._held
-            store[request_id] = item
-            store.move_to_end(request_id, last=False)  # it was older than anything added since
+            if was_pending:
+                self._pending[request_id] = item
+                self._order_ids.appendleft(request_id)  # it was older than anything added since
+                self._order_packed.appendleft(item)
+            else:
+                self._held[request_id] = item
+                self._held.move_to_end(request_id, last=False)
             self.joined -= 1
         self._undo = None

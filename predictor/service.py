@@ -19,7 +19,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-import orjson
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError, ProducerFencedError
@@ -263,13 +262,13 @@ class Predictor:
         served, append, features = self.join.served, outputs.append, intake.features
         partitions = intake.partitions if self._same_partition else [None] * len(ids)
         observations = 0
-        for i, (request_id, raw_request, label, prediction, score, partition) in enumerate(
-            zip(ids, intake.raws, intake.carried, predictions, scores, partitions, strict=True)
+        for i, (request_id, label, prediction, score, partition) in enumerate(
+            zip(ids, intake.carried, predictions, scores, partitions, strict=True)
         ):
             key = request_id.encode()
             append((topic, key, prediction_json(request_id, prediction, score, version, at), partition))
             if label is NO_LABEL:
-                label = served(request_id, Served(raw_request, prediction, score, version, mono))
+                label = served(request_id, Served(features[i], prediction, score, version, mono))
                 if label is NO_LABEL:
                     continue
             observation = observation_json(
@@ -291,9 +290,8 @@ class Predictor:
             entry = label_of(request_id, label, mono)
             if entry is None:
                 continue
-            features = orjson.loads(entry.raw)["features"]
             value = observation_json(
-                request_id, features, label, entry.prediction, entry.score, entry.model_version, at,
+                request_id, entry.features, label, entry.prediction, entry.score, entry.model_version, at,
                 take_served(request_id, None),
             )  # fmt: skip
             outputs.append((topic, request_id.encode(), value, partition if same_partition else None))

@@ -8,14 +8,14 @@ from predictor.label_join import NO_LABEL, LabelJoin, Served
 
 
 def served(request_id: str, at: float = 0.0) -> Served:
-    return Served(f'{{"request_id":"{request_id}","features":{{}}}}'.encode(), "yes", 0.9, "1", at)
+    return Served({"request_id": request_id, "age": 39, "city": None}, "yes", 0.9, "1", at)
 
 
 def test_a_label_joins_what_was_served_once() -> None:
     join = LabelJoin(max_size=10, max_age=60)
     entry = served("a")
     assert join.served("a", entry) is NO_LABEL
-    assert join.label("a", "no", now=1.0) is entry
+    assert join.label("a", "no", now=1.0) == entry
     assert join.pending == 0 and join.joined == 1
     assert join.label("a", "no", now=1.0) is None  # a second label for it: held, then unknown
     join.expire(now=1.0 + join.hold_age)
@@ -58,7 +58,7 @@ def test_serving_a_request_again_refreshes_it() -> None:
     join.served("a", again)  # a repeated batch (at-least-once): the newest answer wins
     join.served("c", served("c", at=3.0))  # evicts "b", now the oldest
     assert join.label("b", "x", now=3.0) is None
-    assert join.label("a", "x", now=3.0) is again
+    assert join.label("a", "x", now=3.0) == again
 
 
 def test_rollback_puts_back_what_a_failed_batch_joined() -> None:
@@ -67,12 +67,12 @@ def test_rollback_puts_back_what_a_failed_batch_joined() -> None:
     join.served("a", first)
     join.label("early", "yes", now=0.0)
     join.begin()
-    assert join.label("a", "no", now=1.0) is first
+    assert join.label("a", "no", now=1.0) == first
     assert join.served("early", served("early")) == "yes"
     join.rollback()
     assert join.joined == 0 and join.pending == 1 and join.held == 1
     join.begin()
-    assert join.label("a", "no", now=2.0) is first  # the retried batch joins it again
+    assert join.label("a", "no", now=2.0) == first  # the retried batch joins it again
     join.commit()
     join.rollback()  # nothing to undo after a commit
     assert join.joined == 1 and join.pending == 0
@@ -81,3 +81,42 @@ def test_rollback_puts_back_what_a_failed_batch_joined() -> None:
 def test_bounds_are_checked() -> None:
     with pytest.raises(ValueError):
         LabelJoin(max_size=0, max_age=1)
+
+
+def test_a_joined_request_comes_back_exactly_as_served() -> None:
+    join = LabelJoin(max_size=10, max_age=60)
+    entries = {
+        "a": Served({"age": 39, "hours": 40.5, "city": None, "tags": ["x", 1], "ok": True}, True, 0.75, "3", 1.5),
+        "b": Served({"hours": 1e-300, "age": -7}, 1, 0.25, "3", 2.5),  # other key order; 1 is not True
+        "c": Served({}, "yes", 0.123456789012345, "10", 3.5),
+        "d": Served({"age": 1}, {"class": "nested"}, 0.5, "4", 4.5),  # a prediction no table holds
+    }
+    for request_id, entry in entries.items():
+        join.served(request_id, entry)
+    for request_id, entry in entries.items():
+        back = join.label(request_id, "x", now=5.0)
+        assert back == entry and back is not None
+        assert list(back.features) == list(entry.features) and type(back.prediction) is type(entry.prediction)
+
+
+def test_the_size_bound_counts_requests_still_waiting_not_those_joined() -> None:
+    join = LabelJoin(max_size=3, max_age=60)
+    for request_id in "abc":
+        join.served(request_id, served(request_id))
+    assert join.label("b", "yes", now=1.0) is not None
+    join.served("d", served("d"))  # a, c, d: within the bound, nothing evicted
+    assert join.evicted == 0 and join.pending == 3
+    join.served("a", served("a"))  # served again: now the newest
+    join.served("e", served("e"))  # c is the oldest
+    assert join.evicted == 1 and join.label("c", "yes", now=2.0) is None
+    assert join.label("a", "yes", now=2.0) is not None
+
+
+def test_many_joins_do_not_grow_the_order_without_bound() -> None:
+    join = LabelJoin(max_size=100, max_age=60)
+    join.served("first", served("first"))
+    for i in range(10_000):
+        join.served(f"r{i}", served(f"r{i}"))
+        assert join.label(f"r{i}", "yes", now=1.0) is not None
+    assert join.pending == 1 and len(join._order_ids) <= 2 * join.pending + 1024
+    assert join.label("first", "yes", now=1.0) is not None
