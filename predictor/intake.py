@@ -60,18 +60,24 @@ def kind_of(reason: str) -> RejectKind:
     return "schema"
 
 
-def fast_request(raw: Any, max_bytes: int) -> tuple[str, dict[str, Any], Any] | None:
-    """(request_id, features, label) if the Decoder would accept ``raw`` as a Request, else None.
-
-    None means "ask the Decoder", not "invalid": it never rejects anything itself.
-    """
+def _json_object(raw: Any, max_bytes: int) -> dict[str, Any] | None:
+    """``raw`` as a JSON object if it is bytes within the size limit that parse to one, else None."""
     if type(raw) is not bytes or len(raw) > max_bytes:
         return None
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    if type(data) is not dict:
+    return data if type(data) is dict else None
+
+
+def fast_request(raw: Any, max_bytes: int) -> tuple[str, dict[str, Any], Any] | None:
+    """(request_id, features, label) if the Decoder would accept ``raw`` as a Request, else None.
+
+    None means "ask the Decoder", not "invalid": it never rejects anything itself.
+    """
+    data = _json_object(raw, max_bytes)
+    if data is None:
         return None
     request_id = data.get("request_id")
     features = data.get("features")
@@ -92,13 +98,8 @@ def fast_request(raw: Any, max_bytes: int) -> tuple[str, dict[str, Any], Any] | 
 
 def fast_label(raw: Any, max_bytes: int) -> tuple[str, Any] | None:
     """(request_id, label) if the Decoder would accept ``raw`` as a Label, else None."""
-    if type(raw) is not bytes or len(raw) > max_bytes:
-        return None
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if type(data) is not dict or data.keys() != _LABEL_KEYS:
+    data = _json_object(raw, max_bytes)
+    if data is None or data.keys() != _LABEL_KEYS:
         return None
     request_id, label = data["request_id"], data["label"]
     if type(request_id) is not str or not 0 < len(request_id) <= _MAX_ID or type(label) not in _SCALARS:
