@@ -5,7 +5,6 @@ published for it, its bundle is complete and verifiable, and a running predictor
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,12 @@ from predictor.service import Predictor
 from tests.predictor.conftest import running
 from tests.predictor.conftest import wait_for as wait_until
 from tests.trainer.conftest import TrainerSettings
+from tests.trainer.processes import TrainerProcess, processes, sigkill_in_the_search
 from tests.trainer.support import committed, cycle_runs, read_topic, send_retrain, wait_for
-from tests.trainer.test_service import TrainerProcess
 from trainer.service import group_id
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.slow]
-
-
-@pytest.fixture
-def processes() -> Iterator[list[TrainerProcess]]:
-    started: list[TrainerProcess] = []
-    yield started
-    for proc in started:
-        if proc.process.poll() is None:
-            proc.process.kill()
-            proc.process.wait(10)
+__all__ = ["processes"]  # a fixture used here
 
 
 def test_trainer_sigkilled_twice_during_a_cycle_publishes_exactly_one_complete_reload(
@@ -44,13 +34,7 @@ def test_trainer_sigkilled_twice_during_a_cycle_publishes_exactly_one_complete_r
     predictor = Predictor(settings)
     with running(predictor, ready=False):
         # Kill 1: in the middle of the search.
-        first = TrainerProcess(settings)
-        processes.append(first)
-        wait_for(lambda: first.saw("trial 2/200") or first.process.poll() is not None, 90, "the search to start")
-        assert first.process.poll() is None, first.log()
-        first.process.send_signal(signal.SIGKILL)
-        first.process.wait(10)
-        assert read_topic(settings, "models") == [] and committed(settings, group_id(settings)) is None
+        sigkill_in_the_search(settings, processes)
 
         # Kill 2: the moment the cycle's version is registered (bundle stored), before it is published.
         second = TrainerProcess(settings)

@@ -3,13 +3,8 @@ and a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,13 +12,14 @@ from common.errors import BrokerUnavailable
 from common.kafka import ensure_topics
 from common.messages import ModelReload, decode
 from common.model_store import ModelStore
-from common.settings import Settings
 from tests.trainer.conftest import TrainerSettings
+from tests.trainer.processes import TrainerProcess, processes, sigkill_in_the_search
 from tests.trainer.support import child_runs, committed, cycle_runs, read_topic, send_retrain, wait_for
 from trainer.publisher import Publisher
 from trainer.service import Trainer, group_id
 
 pytestmark = pytest.mark.kafka
+__all__ = ["processes"]  # a fixture used here
 
 
 def test_retrain_requests_are_coalesced_into_one_cycle_per_drain(trainer_settings: TrainerSettings) -> None:
@@ -101,53 +97,6 @@ def test_a_reload_that_was_never_acknowledged_is_published_once_on_the_next_run(
     assert run.data.tags["streamfit.state"] == "promoted" and run.data.tags["streamfit.recovered"] == "true"
 
 
-def trainer_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMFIT_", "MLFLOW_"))}
-    values = {
-        "BOOTSTRAP_SERVERS": settings.bootstrap_servers, "TOPIC_PREFIX": settings.topic_prefix,
-        "MODEL_NAME": settings.model_name, "HOME": str(settings.home), "DATA": str(settings.data),
-        "TEST_DATA": str(settings.test_data), "TARGET": settings.target, "TRIALS": str(settings.trials),
-        "TIME_BUDGET": str(settings.time_budget), "MAX_ROUNDS": str(settings.max_rounds),
-        "NUM_THREADS": "1", "BROKER_TIMEOUT": "20", "LOG_LEVEL": "INFO",
-    }  # fmt: skip
-    env.update({f"STREAMFIT_{k}": v for k, v in values.items()})
-    return env
-
-
-class TrainerProcess:
-    """``streamfit trainer`` in a subprocess, its log lines collected as they come."""
-
-    def __init__(self, settings: Settings, *args: str) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamfit.cli", "trainer", *args], env=trainer_env(settings),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
-        )  # fmt: skip
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    def saw(self, text: str) -> bool:
-        return any(text in line for line in self.lines)
-
-    def log(self) -> str:
-        return "".join(self.lines[-60:])
-
-
-@pytest.fixture
-def processes() -> Iterator[list[TrainerProcess]]:
-    started: list[TrainerProcess] = []
-    yield started
-    for proc in started:
-        if proc.process.poll() is None:
-            proc.process.kill()
-            proc.process.wait(10)
-
-
 @pytest.mark.slow
 def test_sigkill_during_a_cycle_reruns_it_and_publishes_exactly_one_reload(
     trainer_settings: TrainerSettings, processes: list[TrainerProcess]
@@ -156,13 +105,7 @@ def test_sigkill_during_a_cycle_reruns_it_and_publishes_exactly_one_reload(
     ensure_topics(settings)
     send_retrain(settings)
 
-    first = TrainerProcess(settings)
-    processes.append(first)
-    wait_for(lambda: first.saw("trial 2/200") or first.process.poll() is not None, 90, "the search to start")
-    assert first.process.poll() is None, first.log()
-    first.process.send_signal(signal.SIGKILL)
-    first.process.wait(10)
-    assert read_topic(settings, "models") == [] and committed(settings, group_id(settings)) is None
+    sigkill_in_the_search(settings, processes)
 
     second = TrainerProcess(settings)
     processes.append(second)
