@@ -190,6 +190,24 @@ def versions() -> dict[str, str]:
     return out
 
 
+def run_one(
+    spec: StreamSpec, n: int, total: int, run_options: RunOptions, address: str, args: argparse.Namespace
+) -> StreamResult:
+    stream = make_stream(spec)
+    log.info("stream %d of %d: %s: %s (%d rows)", n, total, spec.label, stream.description, len(stream.frame))
+    live = replay(stream, run_options, address, args.logs / spec.label)
+    river = river_predictions(stream, run_options)
+    result = evaluate(stream, run_options, live, river, args.window)
+    for d in result.drifts:
+        recovered = d.recovered_after if d.recovered_after is not None else "not recovered"
+        log.info("%s: drift at request %d: served %.1f, frozen %.1f, River %.1f after it; requests to recovery: %s",
+                 spec.label, d.at, d.served_mean, d.frozen_mean, d.river_mean, recovered)  # fmt: skip
+    log.info("%s: whole replay: served %.1f, frozen %.1f, River %.1f; worst 5,000-request window vs frozen %+.1f",
+             spec.label, result.means["served"], result.means["frozen"], result.means["river"],
+             result.worst_vs_frozen)  # fmt: skip
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     logging.basicConfig(
@@ -207,36 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (ROOT / "docs" if args.suite else ROOT / ".streamfit" / "recovery")
     command = "python -m benchmarks.recovery " + shlex.join(sys.argv[1:] if argv is None else argv)
     results: list[StreamResult] = []
+    failures: list[tuple[str, str]] = []
     broker_name = args.bootstrap_servers or ("Tansu (embedded)" if args.broker == "tansu" else "Apache Kafka (jars)")
     try:
         with broker(args.broker, args.bootstrap_servers) as address:
             for n, spec in enumerate(todo, 1):
-                stream = make_stream(spec)
-                log.info(
-                    "stream %d of %d: %s: %s (%d rows)", n, len(todo), spec.label, stream.description, len(stream.frame)
-                )
-                live = replay(stream, run_options, address, args.logs / spec.label)
-                river = river_predictions(stream, run_options)
-                result = evaluate(stream, run_options, live, river, args.window)
-                results.append(result)
-                for d in result.drifts:
-                    log.info(
-                        "%s: drift at request %d: served %.1f, frozen %.1f, River %.1f after it; recovery: %s",
-                        spec.label,
-                        d.at,
-                        d.served_mean,
-                        d.frozen_mean,
-                        d.river_mean,
-                        d.recovered_after if d.recovered_after is not None else "not recovered",
-                    )
-                log.info(
-                    "%s: whole replay: served %.1f, frozen %.1f, River %.1f; worst 5,000 vs frozen %+.1f",
-                    spec.label,
-                    result.means["served"],
-                    result.means["frozen"],
-                    result.means["river"],
-                    result.worst_vs_frozen,
-                )
+                try:
+                    results.append(run_one(spec, n, len(todo), run_options, address, args))
+                except (KeyboardInterrupt, ConfigError):
+                    raise
+                except Exception as exc:  # one failed stream must not lose the others
+                    log.exception("stream %s failed", spec.label)
+                    failures.append((spec.label, f"{type(exc).__name__}: {str(exc)[:500]}"))
     except KeyboardInterrupt:
         log.error("interrupted: the services were stopped; %d stream(s) done", len(results))
         if not results:
@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    if not results:
+        log.error("no stream finished: %s", failures)
+        return 1
     info = RunInfo(
         command=command,
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -259,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         versions=versions(),
     )
-    doc = write(results, info, out)
+    doc = write(results, info, out, failures=failures)
     log.info("report: %s", doc)
     return 0
 

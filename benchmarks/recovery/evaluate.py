@@ -65,6 +65,7 @@ class StreamResult:
     problems: dict[str, list[str]]
     problem_counts: dict[str, int]
     river: str
+    load: dict[str, float] = field(default_factory=dict)  # 1-minute load average during the replay: mean, max
     plot: str = ""
     rolling: dict[str, list[float]] = field(default_factory=dict)  # for the plot, every 10th request
 
@@ -168,5 +169,6 @@ def evaluate(stream: LabelledStream, options: RunOptions, live: LiveRun, river: 
         problems=live.problems,
         problem_counts=live.problem_counts,
         river=river_baseline.learner_name(task),
+        load={"mean": float(np.mean(live.load)), "max": float(np.max(live.load))} if live.load else {},
         rolling={name: [round(float(v), 3) for v in series[::10]] for name, series in roll.items()},
     )

@@ -80,6 +80,7 @@ class LiveRun:
     duplicates: int = 0
     log_dir: Path = Path()
     frozen: list[Any] = field(default_factory=list)  # version 1's prediction for every request
+    load: list[float] = field(default_factory=list)  # the 1-minute load average, once a second during the replay
 
     @property
     def unanswered(self) -> int:
@@ -262,6 +263,7 @@ class Client:
         self.decode = Decoder(Prediction, settings.max_message_bytes)
         self.duplicates = 0
         self.serving = "-"
+        self.load: list[float] = []
 
     def _index(self, request_id: str) -> int | None:
         tag, _, number = request_id.partition("-")
@@ -319,6 +321,7 @@ class Client:
                         progress.update(task, completed=answered, info=f"sent {sent:,}, serving v{self.serving}")
                     if now >= next_check:
                         next_check = now + 1.0
+                        self.load.append(os.getloadavg()[0])
                         for child in self.children:
                             child.check()
                     if time.monotonic() - last_answer > options.answer_timeout:
@@ -336,7 +339,9 @@ class Client:
             producer.close(timeout=10)
             consumer.close()
         log.info("%d requests answered of %d in %.0f s (%.0f/s)", answered, n, seconds, answered / max(seconds, 1e-9))
-        return LiveRun(self.predictions, self.versions, started_wall, seconds, settings, [], {}, {}, self.duplicates)
+        run = LiveRun(self.predictions, self.versions, started_wall, seconds, settings, [], {}, {}, self.duplicates)
+        run.load = self.load
+        return run
 
     def _answer(self, raw: bytes | None, received: float, labels: list[tuple[float, int]]) -> int:
         message = self.decode(raw)

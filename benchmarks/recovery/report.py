@@ -123,7 +123,13 @@ def stream_section(r: StreamResult, plot_name: str) -> list[str]:
         f"### {r.label}",
         "",
         f"{r.description}. Task {r.task}; metric {r.metric}. {r.requests:,} requests replayed in {r.seconds:,.0f} s "
-        f"({r.requests / max(r.seconds, 1e-9):,.0f}/s); unanswered: {r.unanswered}; duplicate answers: {r.duplicates}.",
+        f"({r.requests / max(r.seconds, 1e-9):,.0f}/s); unanswered: {r.unanswered}; duplicate answers: {r.duplicates}."
+        + (
+            f" Load average during the replay (the machine is shared): mean {r.load['mean']:.1f}, "
+            f"max {r.load['max']:.1f}."
+            if r.load
+            else ""
+        ),
         f"Trainer cycles: {len(r.cycles)} ({promoted} promoted); versions that answered: "
         + ", ".join(f"v{v} from request {i:,}" for v, i in r.swaps)
         + ".",
@@ -180,7 +186,33 @@ def stream_section(r: StreamResult, plot_name: str) -> list[str]:
     return out
 
 
-def write(results: Sequence[StreamResult], info: RunInfo, out: Path, doc_name: str = "recovery.md") -> Path:
+RUN_IT = [
+    "## Run it",
+    "",
+    "```",
+    "make kafka-jars && .venv/bin/pip install -e '.[bench]'       # the broker's jars, River",
+    "python -m benchmarks.recovery --quick                          # development: ~2 minutes, .streamfit/recovery/",
+    "python -m benchmarks.recovery --stream sea --seed 2 --width 2000   # one stream, gradual drift",
+    "python -m benchmarks.recovery --stream agrawal --label-delay 30 --set HALF_LIFE=1000",
+    "python -m benchmarks.recovery --stream csv --csv data.parquet --target y --drift-at 20000",
+    "python -m benchmarks.recovery --suite                          # this page: agrawal, sea, none; seed 1",
+    "python -m benchmarks.recovery --suite --streams agrawal,sea,friedman,adult --seeds 1,2,3 --out /tmp/r",
+    "```",
+    "",
+    "Streams: `agrawal`, `sea`, `hyperplane`, `friedman` (regression), `none`, `adult`, `csv`; `--broker tansu` "
+    "runs on the embedded broker; `--bootstrap-servers` on a running one. The services' logs stay in "
+    "`.streamfit/recovery-logs/<stream>/`; the raw numbers per window are in `recovery.json` next to this page.",
+    "",
+]
+
+
+def write(
+    results: Sequence[StreamResult],
+    info: RunInfo,
+    out: Path,
+    doc_name: str = "recovery.md",
+    failures: Sequence[tuple[str, str]] = (),
+) -> Path:
     """Write the plots, the markdown and the JSON into ``out``; returns the markdown's path."""
     out.mkdir(parents=True, exist_ok=True)
     sections: list[str] = []
@@ -225,12 +257,14 @@ def write(results: Sequence[StreamResult], info: RunInfo, out: Path, doc_name: s
         "",
         *summary_table(results),
         "",
+        *([f"Failed streams: {'; '.join(f'{label}: {why}' for label, why in failures)}", ""] if failures else []),
+        *RUN_IT,
         "## Streams",
         "",
         *sections,
     ]
     doc = out / doc_name
     doc.write_text("\n".join(lines))
-    raw = {"info": info.__dict__, "streams": [r.to_json() for r in results]}
+    raw = {"info": info.__dict__, "streams": [r.to_json() for r in results], "failures": list(failures)}
     (out / (Path(doc_name).stem + ".json")).write_text(json.dumps(raw, indent=1, ensure_ascii=False))
     return doc
