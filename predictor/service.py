@@ -149,7 +149,7 @@ class Predictor:
                 self._same_partition = len({counts[self.topics[name]] for name in CO_PARTITIONED}) == 1
                 if self.settings.metrics_port:
                     health = HealthServer(self.settings.metrics_port, self.metrics.registry,
-                                          ready=self._ready_probe, live=self._live_probe)  # fmt: skip
+                                          ready=self.readiness, live=self._live_probe)  # fmt: skip
                     stack.enter_context(health)
                 self._follower = ModelFollower(self.settings, self.swap, self.metrics).start()
                 stack.callback(self._follower.stop)
@@ -427,7 +427,8 @@ class Predictor:
                 by_topic.setdefault(tp.topic, []).append(tp.partition)
             log.info("partitions assigned to this replica: %s", by_topic or "none")
 
-    def _ready_probe(self) -> tuple[bool, str]:
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the predictor serves, and what it waits for if it does not (the /readyz answer)."""
         model = self.swap.current
         if model is None:
             return (

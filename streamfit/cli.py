@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from common.errors import StreamfitError
@@ -85,7 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interruptible() -> None:
+    """Ctrl+C raises KeyboardInterrupt in every command, even when the parent started us with SIGINT
+    ignored (what a non-interactive shell does to a job it runs with ``&``, and what CI runners and
+    some supervisors hand down): Python keeps an inherited SIG_IGN, and ``streamfit broker`` or
+    ``streamfit demo`` would then ignore Ctrl+C for good. The services install their own handlers."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _interruptible()
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)

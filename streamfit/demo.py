@@ -216,6 +216,8 @@ class Demo:
             until_swap=True,  # a slow machine still shows a swap: up to twice --requests
         )  # fmt: skip
         summary = run_sample_app(self.settings, options, console=console)
+        if summary.interrupted:  # Ctrl+C while streaming: the sample app caught it and closed its clients
+            raise KeyboardInterrupt
         self.report(summary, time.monotonic() - started)
         return 0 if summary.unanswered == 0 else 1
 

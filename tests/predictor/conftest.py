@@ -135,8 +135,13 @@ def running(predictor: Predictor, ready: bool = True, timeout: float = 40.0) -> 
     thread = threading.Thread(target=target, name="test-predictor", daemon=True)
     thread.start()
     try:
-        if ready:
-            assert predictor.wait_ready(timeout), "the predictor did not become ready"
+        if ready and not predictor.wait_ready(timeout):
+            metrics = predictor.metrics
+            raise AssertionError(
+                f"the predictor did not become ready in {timeout:.0f}s: {predictor.readiness()[1]}; "
+                f"model store errors {metrics.value('model_store_errors_total'):.0f} (each retried with backoff), "
+                f"thread alive {thread.is_alive()}"
+            )
         yield predictor
     finally:
         predictor.stop()

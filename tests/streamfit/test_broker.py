@@ -10,14 +10,17 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from tests.support.kafka_server import free_port
+from tests.support.processes import ignore_sigint
 
 
 def test_broker_comes_up_and_serves_a_plain_client(tmp_path: object) -> None:
     port = free_port()
     started = time.monotonic()
+    # Started with SIGINT ignored, as a non-interactive shell starts a job with `&` (and as CI may run
+    # the suite): Ctrl+C must stop the broker all the same (issue 16).
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamfit.cli", "broker", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore_sigint,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -48,7 +51,11 @@ def test_broker_comes_up_and_serves_a_plain_client(tmp_path: object) -> None:
         assert time.monotonic() - t0 < 10
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)  # Tansu gets 5 s, then SIGKILL; slack for a loaded machine
+        try:
+            out, _ = proc.communicate(timeout=30)  # Tansu gets 5 s, then SIGKILL; slack for a loaded machine
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("streamfit broker did not exit within 30 s of Ctrl+C") from None
     assert proc.returncode == 0
     assert "broker stopped" in out
 
