@@ -137,6 +137,33 @@ class Settings(BaseSettings):
     promotion_margin: float = _field(
         0.0, "Promote only if the candidate's holdout loss is lower by more than this.", "trainer", ge=0
     )
+    promotion_confidence: float = _field(
+        0.95,
+        "Promote only if a paired bootstrap over the holdout rows finds the candidate better with this "
+        "confidence (0: any lower loss wins).",
+        "trainer",
+        ge=0,
+        lt=1,
+    )
+    holdout_min: int = _field(
+        500,
+        "Once the newest observations held out reach this many rows they alone decide promotion "
+        "(before that, the base data set's test split joins them).",
+        "trainer",
+        ge=1,
+    )
+    change_detection: bool = _field(
+        True,
+        "Find the latest step up in the served error (a concept change) and train on the rows after it.",
+        "trainer",
+    )
+    pre_change_weight: float = _field(
+        0.25,
+        "After a detected change, all rows from before it together weigh this share of the rows after it "
+        "(0: left out).",
+        "trainer",
+        ge=0,
+    )
     min_rows: int = _field(200, "A cycle with fewer training rows publishes nothing.", "trainer", ge=1)
     objective: str | None = _field(None, "LightGBM objective (default follows the task).", "trainer")
     metric: str | None = _field(None, "LightGBM metric (default: binary_logloss, multi_logloss or l2).", "trainer")

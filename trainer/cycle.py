@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -27,25 +27,27 @@ from common.model_store import ModelStore
 from common.profile import ReferenceProfile
 from common.settings import Settings
 from trainer import plots
+from trainer.change import latest_change
 from trainer.coalesce import RetrainBatch
-from trainer.data import BaseData, CycleData, assemble, load_base, select_observations
+from trainer.data import BaseData, CycleData, Observations, assemble, load_base, select_observations
 from trainer.drift import ADVERSARIAL_ROWS, TrainServeSkew, adversarial_validation, reference_rows
-from trainer.fit import evaluate, task_params, train_bundle
+from trainer.fit import evaluate, row_losses, task_params, train_bundle
 from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
-from trainer.objective import CrossValidation, build_dataset
+from trainer.objective import CrossValidation, TrialInterrupted, build_dataset
 from trainer.observations import ObservationLog, Refresh
 from trainer.progress import SearchProgress
-from trainer.promotion import Decision, decide
+from trainer.promotion import Decision, better_share, decide
 from trainer.publisher import Publisher
 from trainer.recovery import RETRAIN_FIRST, RETRAIN_NEXT, RETRAIN_TOPIC, VERSION
-from trainer.search import Search, SearchResult, Trial
+from trainer.search import Search, SearchResult, Trial, params_key, warm_start
 from trainer.tracking import KIND, STATE, CycleRun, store_call, text
 
 log = logging.getLogger(__name__)
 
 SEARCH_SETTINGS = ("optimizer", "trials", "time_budget", "cv_folds", "max_rounds", "early_stopping",
                    "holdout_share", "half_life", "window", "observation_weight", "promotion_margin",
-                   "min_rows", "objective", "metric", "seed")  # fmt: skip
+                   "min_rows", "objective", "metric", "seed", "promotion_confidence", "holdout_min",
+                   "change_detection", "pre_change_weight")  # fmt: skip
 
 
 class CycleAborted(Exception):
@@ -72,6 +74,8 @@ class CycleResult:
     best_cv_loss: float = math.nan
     trials: int = 0
     search_seconds: float = 0.0
+    fast_refit: str = ""  # what became of the fast refit
+    fast_version: str | None = None  # the version the fast refit crowned, if it did
 
     @property
     def promoted(self) -> bool:
@@ -89,6 +93,50 @@ class CycleResult:
             f"{self.state} (holdout loss {self.candidate_metrics.get('loss', math.nan):.5f} vs {champion}) "
             f"in {self.seconds:.1f}s"
         )
+
+
+class CyclePreempted(CycleAborted):
+    """A drift request arrived during a count cycle's search: the cycle ends unpublished (what its
+    fast refit crowned stays) and runs again together with the drift request, first."""
+
+
+@dataclass
+class _Champion:
+    version: str | None
+    bundle: ModelBundle | None
+    metrics: dict[str, float] | None  # on this cycle's holdout; None: nothing to beat
+    losses: np.ndarray | None  # per holdout row, for the paired comparison
+    params: dict[str, Any] | None  # what it was trained with: the warm start
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    bundle: ModelBundle
+    metrics: dict[str, float]
+    losses: np.ndarray
+    kind: str  # "fast refit" or "search"
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    decision: Decision
+    version: str | None  # None: a fast refit that lost (not registered)
+    reload: ModelReload | None  # set when crowned
+
+    @property
+    def promoted(self) -> bool:
+        return self.reload is not None
+
+
+@dataclass
+class _Context:
+    run: CycleRun
+    batch: RetrainBatch
+    data: CycleData
+    refresh: Refresh
+    params: dict[str, Any]
+    dataset: Any
+    champion: _Champion
 
 
 class CycleRunner:
@@ -110,8 +158,10 @@ class CycleRunner:
         self.publisher = publisher
         self.progress = progress
         self.should_stop = should_stop or (lambda: False)
+        self.preempt: Callable[[], bool] = lambda: False  # set per cycle by the service (a drift request waits)
         self.observations = ObservationLog(settings)
         self._base: BaseData | None = None
+        self._change_time: float | None = None  # observed_at of the first row after the latest change found
         # MLflow draws a download progress bar on stderr when it fetches the champion's bundle.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -126,9 +176,9 @@ class CycleRunner:
             cached = self.observations
             observations, invalid = select_observations(
                 base.pipeline, cached.features, cached.labels, cached.observed_at, cached.request_ids,
-                settings.missing_features == "reject",
+                settings.missing_features == "reject", cached.served_error,
             )  # fmt: skip
-            data = assemble(base, observations, invalid, settings)
+            data = assemble(base, observations, invalid, settings, self._find_change(observations, base.pipeline.task))
             run = CycleRun.start(self.store, experiment_id, f"cycle-{batch.reason}", self._tags(batch, data, refresh))
         except BaseException:
             CYCLES.labels("failed").inc()
@@ -141,6 +191,10 @@ class CycleRunner:
         try:
             run.log_params({f"setting.{k}": getattr(settings, k) for k in SEARCH_SETTINGS})
             result = self._train_and_decide(run, batch, data, refresh, started)
+        except CyclePreempted as exc:
+            CYCLES.labels("preempted").inc()
+            run.fail_quietly("preempted", str(exc), status="KILLED")
+            raise
         except CycleAborted:
             CYCLES.labels("stopped").inc()
             run.fail_quietly("stopped", "the trainer was stopped during the cycle", status="KILLED")
@@ -158,6 +212,24 @@ class CycleRunner:
         return result
 
     # --- the steps --------------------------------------------------------------------------
+    def _find_change(self, observations: Observations, task: str) -> int | None:
+        """The first observation of the current world: the latest step up in the served error, at or
+        after the one found before (a change, once found, is remembered by its time)."""
+        if not self.settings.change_detection or not len(observations):
+            return None
+        start = 0
+        if self._change_time is not None:
+            start = int(np.searchsorted(observations.observed_at, self._change_time, side="left"))
+        found = latest_change(observations.served_error[start:], task != "regression")
+        if found is not None:
+            at = start + found.at
+            if at < len(observations):
+                self._change_time = float(observations.observed_at[at])
+                log.info("change of the world: %s; training on the rows after it",
+                         found.describe(len(observations) - start))  # fmt: skip
+            return at
+        return start if self._change_time is not None else None
+
     def _check_skew(self, refresh: Refresh) -> None:
         """Fail the cycle loudly when the predictor encoded features otherwise than this trainer."""
         SKEW_CHECKED.inc(refresh.skew_checked)
@@ -214,7 +286,8 @@ class CycleRunner:
             "streamfit.observations_read": refresh.read, "streamfit.dead_lettered": refresh.dead_lettered,
             "streamfit.data_hash": data.hash, "streamfit.package_version": streamfit.__version__,
             "streamfit.optimizer": self.settings.optimizer, "streamfit.task": data.pipeline.task,
-            "streamfit.spark_parallelism": self.spark_parallelism,
+            "streamfit.spark_parallelism": self.spark_parallelism, "streamfit.holdout": data.holdout_kind,
+            "streamfit.change_at": "none" if data.change is None else data.change,
             "streamfit.data": str(self.settings.data_path), "streamfit.host": f"{socket.gethostname()}:{os.getpid()}",
             **{f"streamfit.{k}": v for k, v in data.counts().items()},
         }  # fmt: skip
@@ -240,6 +313,9 @@ class CycleRunner:
     def _train_and_decide(
         self, run: CycleRun, batch: RetrainBatch, data: CycleData, refresh: Refresh, started: float
     ) -> CycleResult:
+        """Fast refit first (the champion's parameters on this cycle's data, crowned at once if it
+        beats the champion), then the search warm-started from it; its best model replaces the
+        (possibly new) champion only if it beats it too."""
         settings = self.settings
         pipeline = data.pipeline
         if data.rows < settings.min_rows or len(data.holdout) == 0:
@@ -254,13 +330,77 @@ class CycleRunner:
             run.finish()
             return self._result(run, batch, data, refresh, started, "too_few_rows")
 
-        # --- search -----------------------------------------------------------------------------
         params = task_params(pipeline, settings)
         dataset = build_dataset(pipeline, data.x, data.y, data.weight, params)
         cv = CrossValidation(
             dataset, params, folds=settings.cv_folds, max_rounds=settings.max_rounds,
             early_stopping=settings.early_stopping, seed=settings.seed, stratified=pipeline.task != "regression",
         )  # fmt: skip
+        champion = self._champion(data)
+        context = _Context(run, batch, data, refresh, params, dataset, champion)
+
+        cv.interrupt = self._stop_search  # a stop or a waiting drift request ends a trial between rounds
+        try:
+            fast, fast_outcome, known = self._fast_refit(context, cv)
+            fast_params = warm_start(champion.params)
+            result = self._search(context, cv, fast_params, known)
+        except TrialInterrupted as exc:
+            self._give_way(f"in a trial ({exc})")
+        if result.stopped_by == "stop":
+            self._give_way(f"after {len(result.trials)} trials")
+        best = result.best
+        if fast is not None and params_key(best.params) == params_key(fast_params):
+            outcome, final = fast_outcome, fast
+            if not fast_outcome.promoted:  # record the candidate like any rejected one
+                outcome = self._decide(context, fast, register_rejected=True)
+        else:
+            final = self._candidate(context, {**best.params}, best.best_iteration, best.loss, "search")
+            outcome = self._decide(context, final, register_rejected=True)
+
+        self._log_search(run, result, best, final.bundle, final.metrics,
+                         champion.metrics, cv.metric)  # fmt: skip
+        promoted = outcome.promoted or fast_outcome.promoted
+        version = outcome.version if outcome.promoted or not fast_outcome.promoted else fast_outcome.version
+        run.set_tags({STATE: "promoted" if promoted else "rejected", VERSION: version or "none",
+                      "streamfit.fast_refit": fast_outcome.decision.reason[:500]})  # fmt: skip
+        run.log_metrics({"cycle_seconds": time.monotonic() - started})
+        self._drift_report(run, data)  # after the reload: diagnostics never delay a promotion
+        run.finish()
+        log.info("version %s %s: %s", version, "promoted" if promoted else "rejected", outcome.decision.reason)
+        last = outcome if outcome.promoted or not fast_outcome.promoted else fast_outcome
+        return self._result(
+            run, batch, data, refresh, started, "promoted" if promoted else "rejected", version=version,
+            reload=last.reload, decision=last.decision, candidate_metrics=final.metrics,
+            champion_metrics=champion.metrics, champion_version=champion.version, best_params=dict(best.params),
+            best_iteration=best.best_iteration, best_cv_loss=best.loss, trials=len(result.trials),
+            search_seconds=result.seconds, fast_refit=fast_outcome.decision.reason,
+            fast_version=fast_outcome.version if fast_outcome.promoted else None,
+        )  # fmt: skip
+
+    def _fast_refit(self, context: _Context, cv: CrossValidation) -> tuple[_Candidate | None, _Outcome, dict[Any, Any]]:
+        """The champion's parameters on the data of this cycle, crowned at once if it beats the
+        champion. With no champion to beat (no bootstrap), the search alone decides."""
+        champion = context.champion
+        fast_params = warm_start(champion.params)
+        known: dict[Any, Any] = {}
+        outcome = _Outcome(Decision(False, "no fast refit: no champion to beat", math.nan, None, 0.0), None, None)
+        if champion.metrics is None:
+            return None, outcome, known
+        started = time.perf_counter()
+        score = known[params_key(fast_params)] = cv(fast_params)
+        fast = self._candidate(context, fast_params, score.best_iteration, score.loss, "fast refit")
+        outcome = self._decide(context, fast, register_rejected=False)
+        log.info("fast refit of cycle %s in %.1fs (%d rounds): %s", context.run.run_id,
+                 time.perf_counter() - started, score.best_iteration, outcome.decision.reason)  # fmt: skip
+        if outcome.promoted:
+            context.champion = _Champion(outcome.version, fast.bundle, fast.metrics, fast.losses, fast_params)
+        return fast, outcome, known
+
+    def _search(
+        self, context: _Context, cv: CrossValidation, start: dict[str, Any], known: dict[Any, Any]
+    ) -> SearchResult:
+        """The Bayesian search, warm-started from ``start`` (whose score is already ``known``)."""
+        settings, run = self.settings, context.run
         with SearchProgress(settings.trials, settings.time_budget, cv.metric, self.progress) as progress:
 
             def on_trial(trial: Trial, best: Trial | None) -> None:
@@ -270,93 +410,108 @@ class CycleRunner:
 
             search = Search(
                 cv, optimizer=settings.optimizer, trials=settings.trials, time_budget=settings.time_budget,
-                seed=settings.seed, on_trial=on_trial, should_stop=self.should_stop,
-                spark_parallelism=self.spark_parallelism,
+                seed=settings.seed, on_trial=on_trial, should_stop=self._stop_search,
+                spark_parallelism=self.spark_parallelism, start=start, known=known,
             )  # fmt: skip
-            result = search.run()
-        if result.stopped_by == "stop":
-            raise CycleAborted(f"stopped after {len(result.trials)} trials")
-        best = result.best
+            return search.run()
 
-        # --- the candidate ----------------------------------------------------------------------
-        final_params = {**params, **best.params}
+    def _give_way(self, when: str) -> NoReturn:
+        """End the cycle unpublished (what a fast refit crowned stays): for the trainer's stop, or
+        for a drift request waiting behind this count cycle."""
+        if not self.should_stop():
+            raise CyclePreempted(f"preempted by a drift request {when}")
+        raise CycleAborted(f"stopped {when}")
+
+    def _stop_search(self) -> bool:
+        return self.should_stop() or self.preempt()
+
+    def _candidate(
+        self, context: _Context, params: dict[str, Any], rounds: int, cv_loss: float, kind: str
+    ) -> _Candidate:
+        """Train on the whole cycle's data, score on the holdout, attach the serving profile."""
+        settings, data, pipeline = self.settings, context.data, context.data.pipeline
+        final_params = {**context.params, **params}
         meta: dict[str, Any] = {
-            "reason": batch.reason, "run_id": run.run_id, "rows": data.counts(), "data_hash": data.hash,
-            "watermarks": {str(p): o for p, o in refresh.watermarks.items()}, "optimizer": settings.optimizer,
-            "trials": len(result.trials), "best_cv_loss": best.loss, "data": str(settings.data_path),
+            "reason": context.batch.reason, "run_id": context.run.run_id, "rows": data.counts(),
+            "data_hash": data.hash, "watermarks": {str(p): o for p, o in context.refresh.watermarks.items()},
+            "optimizer": settings.optimizer, "best_cv_loss": cv_loss, "data": str(settings.data_path),
+            "candidate": kind, "holdout": data.holdout_kind,
         }  # fmt: skip
-        candidate = train_bundle(pipeline, dataset, final_params, best.best_iteration, meta)
+        bundle = train_bundle(pipeline, context.dataset, final_params, rounds, meta)
         hx, hy = data.holdout.matrix(pipeline)
-        candidate_metrics = evaluate(candidate, hx, hy)
+        losses = row_losses(bundle, hx, hy)
+        metrics = evaluate(bundle, hx, hy)
         reference = data.x[reference_rows(data.rows_base, data.rows_observations, settings.seed)]
-        profile = ReferenceProfile.build(pipeline, reference, candidate_metrics)
-        candidate = ModelBundle(
-            candidate.booster, pipeline, {**candidate.meta, "metrics": candidate_metrics, "profile": profile.to_dict()}
+        profile = ReferenceProfile.build(pipeline, reference, metrics)
+        bundle = ModelBundle(
+            bundle.booster, pipeline, {**bundle.meta, "metrics": metrics, "profile": profile.to_dict()}
         )
+        return _Candidate(bundle, metrics, losses, kind)
 
-        # --- the champion, on the same holdout ----------------------------------------------------
-        champion_version, champion_metrics = self._champion(data)
-
-        # --- store everything before anything points at it ----------------------------------------
-        self._log_search(run, result, best, candidate, candidate_metrics, champion_metrics, cv.metric)
-        uri, sha256 = self.store.save_bundle(run.run_id, candidate)
-        version = self.store.register(run.run_id, uri, sha256, candidate_metrics)
+    def _decide(self, context: _Context, candidate: _Candidate, *, register_rejected: bool) -> _Outcome:
+        """Compare with the champion on the same holdout rows; crown, or record the rejection."""
+        settings, run, champion = self.settings, context.run, context.champion
+        share = None
+        if champion.losses is not None and len(champion.losses) == len(candidate.losses):
+            share = better_share(candidate.losses, champion.losses, settings.seed)
         decision = decide(
-            candidate_metrics["loss"], None if champion_metrics is None else champion_metrics["loss"],
-            settings.promotion_margin,
+            candidate.metrics["loss"], None if champion.metrics is None else champion.metrics["loss"],
+            settings.promotion_margin, share=share, confidence=settings.promotion_confidence,
         )  # fmt: skip
+        if not decision.promote and not register_rejected:
+            return _Outcome(decision, None, None)
         scores = {
-            "streamfit.candidate_loss": candidate_metrics["loss"], "streamfit.decision": decision.reason,
-            "streamfit.champion_loss": "none" if champion_metrics is None else champion_metrics["loss"],
-            "streamfit.champion_version": champion_version or "none",
+            "streamfit.candidate_loss": candidate.metrics["loss"], "streamfit.decision": decision.reason,
+            "streamfit.champion_loss": "none" if champion.metrics is None else champion.metrics["loss"],
+            "streamfit.champion_version": champion.version or "none", "streamfit.holdout": context.data.holdout_kind,
+            "streamfit.candidate": candidate.kind,
         }  # fmt: skip
-        self._tag_version(version, {**scores, "streamfit.run_id": run.run_id, "streamfit.reason": batch.reason})
-        more: dict[str, Any] = {
-            "version": version, "decision": decision, "candidate_metrics": candidate_metrics,
-            "champion_metrics": champion_metrics, "champion_version": champion_version,
-            "best_params": dict(best.params), "best_iteration": best.best_iteration, "best_cv_loss": best.loss,
-            "trials": len(result.trials), "search_seconds": result.seconds,
-        }  # fmt: skip
+        # Store everything before anything points at it: bundle, version, alias, then the reload.
+        # A fast refit's model lives on a child run of its own, so that its bundle URI stays its own.
+        model_run = run.run_id
+        if candidate.kind == "fast refit":
+            model_run = run.child("fast-refit", "fast-refit", {f"holdout_{k}": v for k, v in candidate.metrics.items()})
+        uri, sha256 = self.store.save_bundle(model_run, candidate.bundle)
+        version = self.store.register(model_run, uri, sha256, candidate.metrics)
+        if model_run != run.run_id:
+            run.end_child(model_run)
+        self._tag_version(version, {**scores, "streamfit.run_id": run.run_id,
+                                    "streamfit.reason": context.batch.reason})  # fmt: skip
         if not decision.promote:
             self._tag_version(version, {"streamfit.rejected": "true"})
-            run.set_tags({**scores, VERSION: version, STATE: "rejected"})
-            run.log_metrics({"cycle_seconds": time.monotonic() - started})
-            self._drift_report(run, data)
-            run.finish()
-            log.info("version %s rejected: %s", version, decision.reason)
-            return self._result(run, batch, data, refresh, started, "rejected", **more)
-
+            run.set_tags({**scores, VERSION: version})
+            log.info("version %s (%s) rejected: %s", version, candidate.kind, decision.reason)
+            return _Outcome(decision, version, None)
         run.set_tags({**scores, VERSION: version, STATE: "promoting"})
         self.store.set_champion(version)
         reload = self.store.reload_message(version)
         self.publisher.publish_reload(reload)
         self._tag_version(version, {"streamfit.promoted_at": f"{time.time():.3f}",
-                                    "streamfit.previous_champion": champion_version or "none"})  # fmt: skip
-        run.set_tags({STATE: "promoted"})
-        run.log_metrics({"cycle_seconds": time.monotonic() - started})
-        self._drift_report(run, data)  # after the reload: diagnostics never delay a promotion
-        run.finish()
-        log.info("version %s promoted: %s", version, decision.reason)
-        return self._result(run, batch, data, refresh, started, "promoted", reload=reload, **more)
+                                    "streamfit.previous_champion": champion.version or "none"})  # fmt: skip
+        run.set_tags({STATE: "training"})  # the reload is out; the cycle goes on (recovery: see trainer.recovery)
+        log.info("version %s (%s) promoted: %s", version, candidate.kind, decision.reason)
+        return _Outcome(decision, version, reload)
 
-    def _champion(self, data: CycleData) -> tuple[str | None, dict[str, float] | None]:
-        """The champion's version and its metrics on this cycle's holdout (None: nothing to beat)."""
+    def _champion(self, data: CycleData) -> _Champion:
+        """The champion: its version, its model, and its metrics and row losses on this cycle's
+        holdout (no metrics: nothing to beat)."""
         version = self.store.champion_version()
         if version is None:
-            return None, None
+            return _Champion(None, None, None, None, None)
         message = self.store.reload_message(version)
         try:
             champion = self.store.fetch_bundle(message.uri, message.sha256)
         except BundleError as exc:
             log.error("champion version %s cannot be loaded (%s): any valid candidate beats it", version, exc)
-            return version, None
+            return _Champion(version, None, None, None, None)
+        params = champion.meta.get("params") if isinstance(champion.meta.get("params"), dict) else None
         why = champion.pipeline.incompatibility(data.pipeline)
         if why is not None:
             log.warning("champion version %s was trained for another schema (%s): it cannot be compared, and "
                         "predictors serving it will refuse the candidate", version, why)  # fmt: skip
-            return version, None
+            return _Champion(version, None, None, None, params)
         x, y = data.holdout.matrix(champion.pipeline)
-        return version, evaluate(champion, x, y)
+        return _Champion(version, champion, evaluate(champion, x, y), row_losses(champion, x, y), params)
 
     def _log_search(
         self,

@@ -8,12 +8,18 @@ Decisions, and why:
   compatibility check against the model it serves, and the champion and the candidate read the
   holdout the same way. The price: a category first seen in observations is treated as missing
   (as the pipeline treats any unseen category); add it to the base data set to learn it.
-- **The holdout is time-ordered.** The newest ``holdout_share`` of the observations (by
-  ``observed_at``, then partition and offset) plus the base data set's own test split, if it has
-  one. The newest rows are the ones the next model will face, and neither the candidate nor the
-  champion trained on them. Without observations and without a test split, a seeded random
+- **The holdout is time-ordered and is what the next model will face.** The newest
+  ``holdout_share`` of the observations (by ``observed_at``, then partition and offset). While
+  they are fewer than ``holdout_min`` rows the base data set's test split joins them; from then on
+  they decide alone, since the base data describes the world as it was. Neither the candidate nor
+  the champion trained on them. Without observations and without a test split, a seeded random
   ``holdout_share`` of the base rows is held out instead, so that there is always something to
   compare on.
+- **After a change of the world, the new world.** When ``trainer.change`` finds the served error
+  stepping up at some observation, the holdout is the newest share of the rows after it, the model
+  trains on the rest of them, and every row before it (base data included) together weighs
+  ``pre_change_weight`` (default a quarter) of what the new rows weigh: it fills in what the new rows
+  have not shown yet and never outvotes them.
 - **Observations are weighted by recency.** A base row weighs 1; the newest training
   observation weighs ``observation_weight`` (default 3) and the weight halves every ``half_life``
   observations (default 2,000). With the defaults the newest few thousand observations, a few
@@ -45,6 +51,8 @@ from common.pipeline import FeaturePipeline, read_table
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
+
+MIN_CHANGE_ROWS = 100  # observations after a change before the cycle trains on the new world
 
 
 # --- pure rules ------------------------------------------------------------------------------
@@ -159,12 +167,18 @@ class Observations:
     features: list[dict[str, Any]]
     labels: list[Any]
     observed_at: np.ndarray
+    served_error: np.ndarray = field(default_factory=lambda: np.empty(0))  # per row; NaN: unknown
+
+    def __post_init__(self) -> None:
+        if len(self.served_error) != len(self.labels):
+            object.__setattr__(self, "served_error", np.full(len(self.labels), np.nan))
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def slice(self, start: int, stop: int | None = None) -> Observations:
-        return Observations(self.features[start:stop], self.labels[start:stop], self.observed_at[start:stop])
+        return Observations(self.features[start:stop], self.labels[start:stop], self.observed_at[start:stop],
+                            self.served_error[start:stop])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -210,6 +224,8 @@ class CycleData:
     rows_observations_invalid: int
     rows_test: int
     hash: str
+    change: int | None = None  # index of the first observation after a detected change (None: no change)
+    rows_after_change: int = 0
 
     @property
     def rows(self) -> int:
@@ -222,7 +238,22 @@ class CycleData:
             "rows_observations_valid": self.rows_observations_valid,
             "rows_observations_invalid": self.rows_observations_invalid,
             "rows_test": self.rows_test, "rows_holdout": len(self.holdout),
+            "rows_after_change": self.rows_after_change,
         }  # fmt: skip
+
+    @property
+    def holdout_kind(self) -> str:
+        """Which rows decide promotion, for status and MLflow."""
+        if self.change is not None:
+            return "newest observations after the change"
+        kinds = []
+        if self.holdout.test is not None and len(self.holdout.test):
+            kinds.append("base test split")
+        if self.holdout.base is not None and len(self.holdout.base):
+            kinds.append("held-out base rows")
+        if len(self.holdout.observations):
+            kinds.append("newest observations")
+        return " + ".join(kinds) or "none"
 
 
 def select_observations(
@@ -232,6 +263,7 @@ def select_observations(
     observed_at: Sequence[float],
     request_ids: Sequence[str],
     reject_missing: bool,
+    served_error: Sequence[float] | None = None,
 ) -> tuple[Observations, int]:
     """The valid observations in time order, and how many were left out as invalid. The input
     is in the order it was read (partition, then offset); time order is by ``observed_at`` with
@@ -249,21 +281,43 @@ def select_observations(
             continue
         keep.append(i)
     times = np.asarray(observed_at, dtype=np.float64)[keep] if keep else np.empty(0)
-    return Observations([features[i] for i in keep], [labels[i] for i in keep], times), invalid
+    errors = np.full(len(keep), np.nan)
+    if served_error is not None and keep:
+        errors = np.asarray(served_error, dtype=np.float64)[keep]
+    return Observations([features[i] for i in keep], [labels[i] for i in keep], times, errors), invalid
 
 
-def assemble(base: BaseData, observations: Observations, invalid: int, settings: Settings) -> CycleData:
-    """Training matrix, weights and holdout for one cycle."""
+def holdout_rows(n: int, share: float) -> int:
+    """How many of ``n`` observations (newest) a holdout takes: the ``share``, at least one."""
+    return 0 if n == 0 else max(1, n - holdout_start(n, share))
+
+
+def assemble(
+    base: BaseData, observations: Observations, invalid: int, settings: Settings, change: int | None = None
+) -> CycleData:
+    """Training matrix, weights and holdout for one cycle.
+
+    ``change`` is the index of the first observation after a detected change of the world
+    (``trainer.change``). With at least ``MIN_CHANGE_ROWS`` observations after it, the holdout is
+    the newest of those alone, the model trains on the rest of them, and everything from before
+    the change (base rows and older observations) together weighs ``pre_change_weight`` of what the
+    new rows weigh: enough to fill in what the new rows have not shown yet, never enough to outvote
+    them. Without a change the holdout is the newest observations alone once they are
+    ``holdout_min`` rows, and the base data set's test split plus them before that.
+    """
     pipeline = base.pipeline
     n = len(observations)
+    if change is not None and n - change >= MIN_CHANGE_ROWS:
+        return _assemble_after_change(base, observations, invalid, settings, change)
     cut = holdout_start(n, settings.holdout_share)
     train_obs = observations.slice(0, cut)
     held_obs = observations.slice(cut)
     train_obs = train_obs.slice(window_start(len(train_obs), settings.window))
+    test = base.test if len(held_obs) < settings.holdout_min else None
 
     base_frame = base.frame
     fallback = None
-    if len(held_obs) == 0 and (base.test is None or len(base.test) == 0):
+    if len(held_obs) == 0 and (test is None or len(test) == 0):
         rng = np.random.default_rng(settings.seed)
         held = rng.random(len(base_frame)) < settings.holdout_share
         fallback, base_frame = base_frame[held], base_frame[~held]
@@ -277,9 +331,50 @@ def assemble(base: BaseData, observations: Observations, invalid: int, settings:
         ys.append(pipeline.encode_labels(train_obs.labels))
         ws.append(recency_weights(len(train_obs), settings.half_life, settings.observation_weight))
     x, y, w = np.vstack(xs), np.concatenate(ys), np.concatenate(ws)
-    holdout = Holdout(base.test, held_obs, fallback)
+    holdout = Holdout(test, held_obs, fallback)
     return CycleData(
         pipeline, x, y, w, holdout, rows_base=len(base_frame), rows_observations=len(train_obs),
         rows_observations_holdout=len(held_obs), rows_observations_valid=n, rows_observations_invalid=invalid,
-        rows_test=0 if base.test is None else len(base.test), hash=data_hash(pipeline, x, y, w),
+        rows_test=0 if test is None else len(test), hash=data_hash(pipeline, x, y, w),
+    )  # fmt: skip
+
+
+def _assemble_after_change(
+    base: BaseData, observations: Observations, invalid: int, settings: Settings, change: int
+) -> CycleData:
+    pipeline = base.pipeline
+    n = len(observations)
+    before, after = observations.slice(0, change), observations.slice(change)
+    cut = len(after) - holdout_rows(len(after), settings.holdout_share)
+    train_new, held = after.slice(0, cut), after.slice(cut)
+    train_new = train_new.slice(window_start(len(train_new), settings.window))
+    new_weight = recency_weights(len(train_new), settings.half_life, settings.observation_weight)
+    # The old world, oldest to newest: base rows, then the observations before the change, with
+    # the weights they would have had, scaled so that together they weigh pre_change_weight of the new.
+    old_observations = recency_weights(len(before), settings.half_life, settings.observation_weight)
+    old_weight = np.concatenate([np.ones(len(base.frame)), old_observations])
+    keep_old = settings.pre_change_weight > 0 and len(old_weight) > 0 and old_weight.sum() > 0
+    xs, ys, ws = [], [], []
+    rows_base = 0
+    if keep_old:
+        scale = settings.pre_change_weight * float(new_weight.sum()) / float(old_weight.sum())
+        xs.append(pipeline.transform_frame(base.frame))
+        ys.append(pipeline.encode_labels(base.frame[pipeline.target].tolist()))
+        rows_base = len(base.frame)
+        if len(before):
+            xs.append(pipeline.transform(before.features))
+            ys.append(pipeline.encode_labels(before.labels))
+        ws.append(old_weight * scale)
+    if len(train_new):
+        xs.append(pipeline.transform(train_new.features))
+        ys.append(pipeline.encode_labels(train_new.labels))
+        ws.append(new_weight)
+    x = np.vstack(xs) if xs else np.empty((0, len(pipeline.features)))
+    y = np.concatenate(ys) if ys else np.empty(0)
+    w = np.concatenate(ws) if ws else np.empty(0)
+    return CycleData(
+        pipeline, x, y, w, Holdout(None, held), rows_base=rows_base,
+        rows_observations=len(train_new) + (len(before) if keep_old else 0), rows_observations_holdout=len(held),
+        rows_observations_valid=n, rows_observations_invalid=invalid, rows_test=0,
+        hash=data_hash(pipeline, x, y, w), change=change, rows_after_change=len(after),
     )  # fmt: skip

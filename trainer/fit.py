@@ -69,6 +69,20 @@ def train_bundle(
     return ModelBundle(booster, pipeline, meta)
 
 
+def row_losses(bundle: ModelBundle, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The loss of every holdout row (log loss for classes, squared error for numbers): what the
+    paired comparison of candidate and champion resamples."""
+    raw = bundle.predict_matrix(x)
+    eps = 1e-15
+    if bundle.pipeline.task == "regression":
+        return np.asarray((raw - y) ** 2, dtype=np.float64)
+    labels = y.astype(int)
+    if bundle.pipeline.task == "binary":
+        p = np.clip(raw, eps, 1 - eps)
+        return np.asarray(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)), dtype=np.float64)
+    return np.asarray(-np.log(np.clip(raw[np.arange(len(labels)), labels], eps, 1)), dtype=np.float64)
+
+
 def evaluate(bundle: ModelBundle, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Holdout metrics; ``loss`` is what promotion compares (lower is better)."""
     raw = bundle.predict_matrix(x)

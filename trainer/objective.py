@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,35 @@ log = logging.getLogger(__name__)
 # Metrics where a larger value is better; the search minimises, so their sign is flipped.
 HIGHER_IS_BETTER = frozenset({"auc", "average_precision", "ndcg", "map", "auc_mu"})
 DATASET_PARAMS: dict[str, Any] = {"max_bin": 255, "feature_pre_filter": False, "verbosity": -1}
+# Early stopping ends a trial once 30 rounds improved the loss by less than this share of the
+# baseline loss: a model whose loss is near zero stops there instead of running max_rounds.
+EARLY_STOPPING_TOLERANCE = 1e-4
 _WORKER_CACHE: dict[str, lgb.Dataset] = {}  # on a Spark executor: the cycle's Dataset, by token
+
+
+def baseline_loss(dataset: lgb.Dataset, params: dict[str, Any]) -> float:
+    """The loss of always predicting the (weighted) mean: the scale early stopping's tolerance is
+    measured in. Log loss of the class shares for classes, the variance for numbers; 0 when the
+    metric is something else (then there is no tolerance)."""
+    y = np.asarray(dataset.get_label(), dtype=np.float64)
+    weight = dataset.get_weight()
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
+    if not len(y) or not w.sum() > 0:
+        return 0.0
+    metric = first_metric(params)
+    if metric in ("binary_logloss", "multi_logloss"):
+        shares = np.bincount(y.astype(int), weights=w) / w.sum()
+        shares = shares[shares > 0]
+        return float(-(shares * np.log(shares)).sum())
+    if metric in ("l2", "mse", "regression", "mean_squared_error"):
+        mean = np.average(y, weights=w)
+        return float(np.average((y - mean) ** 2, weights=w))
+    return 0.0
+
+
+class TrialInterrupted(Exception):
+    """Raised inside ``lgb.cv`` when the cycle must give way (a stop, or a drift request waiting):
+    the trial is abandoned between two boosting rounds instead of running to its end."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +116,13 @@ class CrossValidation:
         self._handle = dataset._handle
         self._token = uuid.uuid4().hex
         self._dataset_params = dict(dataset.params or {})
+        self.min_delta = EARLY_STOPPING_TOLERANCE * baseline_loss(dataset, self.base_params)
+        # Asked between boosting rounds; True abandons the trial (TrialInterrupted). Not sent to Spark.
+        self.interrupt: Callable[[], bool] | None = None
 
     # --- pickling, for SparkTrials: the raw arrays travel, each executor bins them once ----------
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("dataset", "_handle")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("dataset", "_handle", "interrupt")}
         ds = self.dataset
         state["_raw"] = (ds.data, ds.label, ds.weight, ds.feature_name, ds.categorical_feature)
         return state
@@ -98,6 +130,7 @@ class CrossValidation:
     def __setstate__(self, state: dict[str, Any]) -> None:
         raw = state.pop("_raw")
         self.__dict__.update(state)
+        self.interrupt = None
         dataset = _WORKER_CACHE.get(self._token)
         if dataset is None:
             x, y, weight, names, categorical = raw
@@ -112,10 +145,20 @@ class CrossValidation:
 
     def __call__(self, params: dict[str, Any]) -> TrialScore:
         full = {**self.base_params, **params}
+        callbacks: list[Callable[[Any], None]] = [
+            lgb.early_stopping(self.early_stopping, first_metric_only=True, verbose=False, min_delta=self.min_delta)
+        ]
+        interrupt = self.interrupt
+        if interrupt is not None:
+
+            def check(env: Any) -> None:
+                if interrupt():
+                    raise TrialInterrupted(f"abandoned after {env.iteration + 1} boosting rounds")
+
+            callbacks.append(check)
         result = lgb.cv(
             full, self.dataset, num_boost_round=self.max_rounds, nfold=self.folds,
-            stratified=self.stratified, shuffle=True, seed=self.seed,
-            callbacks=[lgb.early_stopping(self.early_stopping, first_metric_only=True, verbose=False)],
+            stratified=self.stratified, shuffle=True, seed=self.seed, callbacks=callbacks,
         )  # fmt: skip
         if self.dataset._handle is not self._handle:
             self.constructions += 1

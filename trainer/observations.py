@@ -15,6 +15,7 @@ is not a valid class or number) are dead-lettered once, when they are first read
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import time
@@ -37,11 +38,12 @@ from trainer.drift import skew
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: the served error of each observation (an older cache is re-read from the topic)
 MAX_PARTS = 64  # beyond this many files the cache is rewritten as one
 SCHEMA = pa.schema([
     ("partition", pa.int32()), ("offset", pa.int64()), ("request_id", pa.string()),
     ("observed_at", pa.float64()), ("features", pa.string()), ("label", pa.string()),
+    ("served_error", pa.float64()),
 ])  # fmt: skip
 
 DeadLetterSink = Callable[[bytes | None, DeadLetter], None]  # (original key, dead letter)
@@ -57,6 +59,17 @@ class Refresh:
     skew: tuple[str, ...] = ()  # why each one whose vector differs from the trainer's (dead-lettered)
 
 
+def served_error(pipeline: FeaturePipeline, prediction: Any, label: Any) -> float:
+    """How wrong the served answer was: 0 or 1 for a class, the absolute error for a number; NaN
+    when the prediction cannot be read with this pipeline. The trainer finds concept changes in it."""
+    truth, served = pipeline.encode_label(label), pipeline.encode_label(prediction)
+    if truth is None or served is None:
+        return math.nan
+    if pipeline.task == "regression":
+        return abs(served - truth)
+    return 0.0 if served == truth else 1.0
+
+
 class ObservationLog:
     """All valid observations read so far, in read order (partition, offset), in memory and on disk."""
 
@@ -69,6 +82,7 @@ class ObservationLog:
         self.features: list[dict[str, Any]] = []
         self.labels: list[Any] = []
         self.observed_at: list[float] = []
+        self.served_error: list[float] = []  # 0/1 (classes) or |error| (regression) of what was served; NaN: unknown
         self.offsets: dict[int, int] = {}
         self.parts: list[str] = []
         self._loaded = False
@@ -104,7 +118,7 @@ class ObservationLog:
             )
 
     def _reset(self) -> None:
-        self.request_ids, self.features, self.labels, self.observed_at = [], [], [], []
+        self.request_ids, self.features, self.labels, self.observed_at, self.served_error = [], [], [], [], []
         self.offsets, self.parts = {}, []
 
     def _append_table(self, table: pa.Table) -> None:
@@ -113,6 +127,7 @@ class ObservationLog:
         self.features.extend(orjson.loads(f) for f in columns["features"])
         self.labels.extend(orjson.loads(v) for v in columns["label"])
         self.observed_at.extend(columns["observed_at"])
+        self.served_error.extend(math.nan if e is None else e for e in columns["served_error"])
 
     def _write(self, rows: dict[str, list[Any]], offsets: dict[int, int]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -243,4 +258,5 @@ class ObservationLog:
         rows["observed_at"].append(decoded.observed_at)
         rows["features"].append(orjson.dumps(decoded.features).decode())
         rows["label"].append(orjson.dumps(decoded.label).decode())
+        rows["served_error"].append(served_error(pipeline, decoded.prediction, decoded.label))
         return None

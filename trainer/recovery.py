@@ -105,6 +105,8 @@ def close_interrupted_cycles(store: ModelStore, experiment_id: str) -> list[str]
 def _mark_undecided_versions(store: ModelStore, run_id: str) -> None:
     def mark() -> None:
         for version in store.client.search_model_versions(f"name='{store.name}' and run_id='{run_id}'"):
+            if "streamfit.promoted_at" in (version.tags or {}):  # a fast refit crowned before the crash
+                continue
             store.client.set_model_version_tag(
                 store.name, version.version, "streamfit.decision", "interrupted before the decision; never published"
             )

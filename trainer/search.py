@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from trainer.objective import TrialScore
+from trainer.objective import TrialInterrupted, TrialScore
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,17 @@ FIXED_PARAMS: dict[str, Any] = {"bagging_freq": 1}
 
 def to_params(raw: Mapping[str, Any], space: tuple[Dimension, ...] = SPACE) -> dict[str, Any]:
     return {d.name: d.value(raw[d.name]) for d in space} | FIXED_PARAMS
+
+
+def params_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A hashable identity of a parameter set, to recognise a point already scored."""
+    return tuple(sorted(params.items()))
+
+
+def warm_start(params: Mapping[str, Any] | None, space: tuple[Dimension, ...] = SPACE) -> dict[str, Any]:
+    """A model's parameters as a point of the space (clipped into it; defaults for missing ones)."""
+    given = params or {}
+    return to_params({d.name: given.get(d.name, d.start) for d in space}, space)
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,8 @@ class Search:
         should_stop: Callable[[], bool] | None = None,
         space: tuple[Dimension, ...] = SPACE,
         spark_parallelism: int = 0,
+        start: Mapping[str, Any] | None = None,
+        known: Mapping[tuple[tuple[str, Any], ...], TrialScore] | None = None,
     ) -> None:
         if spark_parallelism and optimizer == "gp":
             raise ValueError("Spark runs the tpe and random searches only (hyperopt SparkTrials); use --optimizer tpe")
@@ -135,6 +148,8 @@ class Search:
         self.should_stop = should_stop or (lambda: False)
         self.space = space
         self.spark_parallelism = spark_parallelism
+        self.start = dict(start or {})  # warm start: e.g. the champion's parameters (missing ones: defaults)
+        self.known = dict(known or {})  # scores already measured this cycle, by params_key: not run again
         self.trials: list[Trial] = []
         self._record_lock = threading.Lock()
         self._deadline = math.inf
@@ -145,9 +160,13 @@ class Search:
         params = to_params(raw, self.space)
         started = time.perf_counter()
         try:
-            score = self.objective(params)
+            known = self.known.get(params_key(params))
+            score = known if known is not None else self.objective(params)
             trial = Trial(len(self.trials) + 1, params, score.loss, score.best_iteration,
                           time.perf_counter() - started, score.std)  # fmt: skip
+        except TrialInterrupted:
+            self._stopped_by = "stop"
+            raise  # the search ends here; the cycle decides what a stop means
         except Exception as exc:  # noqa: BLE001 - a bad point fails its trial, not the search
             log.warning("trial %d failed: %s: %s", len(self.trials) + 1, type(exc).__name__, exc)
             trial = Trial(len(self.trials) + 1, params, math.inf, 0, time.perf_counter() - started,
@@ -277,7 +296,8 @@ class Search:
         collect(trials)
 
     def start_point(self) -> dict[str, float]:
-        return {d.name: float(d.start) for d in self.space}
+        """The first point evaluated: ``start`` where it names a dimension, the defaults elsewhere."""
+        return {d.name: float(d.value(self.start.get(d.name, d.start))) for d in self.space}
 
     # --- scikit-optimize: Gaussian process -----------------------------------------------------
     def _run_gp(self) -> None:
@@ -290,7 +310,8 @@ class Search:
             for d in self.space
         ]  # fmt: skip
         names = [d.name for d in self.space]
-        start = [int(d.start) if d.scale == "int" else float(d.start) for d in self.space]
+        first = self.start_point()
+        start = [int(first[d.name]) if d.scale == "int" else float(first[d.name]) for d in self.space]
 
         def fn(values: list[Any]) -> float:
             trial = self.evaluate(dict(zip(names, values, strict=True)))

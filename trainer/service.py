@@ -22,7 +22,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -32,7 +32,7 @@ from common.messages import dead_letter
 from common.model_store import ModelStore
 from common.settings import Settings
 from trainer.coalesce import RetrainBatch, coalesce
-from trainer.cycle import CycleAborted, CycleResult, CycleRunner
+from trainer.cycle import CycleAborted, CyclePreempted, CycleResult, CycleRunner
 from trainer.metrics import CYCLES, RETRAIN_REQUESTS
 from trainer.publisher import Publisher
 from trainer.recovery import close_interrupted_cycles, completed_run_for, finish_interrupted_promotions
@@ -40,6 +40,7 @@ from trainer.recovery import close_interrupted_cycles, completed_run_for, finish
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST = 5.0
+PREEMPT_CHECK_EVERY = 2.0  # seconds between two looks for a drift request behind a running count cycle
 BACKOFF_MAX = 300.0
 
 
@@ -77,6 +78,7 @@ class Trainer:
         self._store: ModelStore | None = None
         self._runner: CycleRunner | None = None
         self._consumer: Any = None
+        self._peek: Any = None  # reads the retrain topic behind a running cycle, for drift requests
         self._topics_ready = False
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -115,6 +117,12 @@ class Trainer:
             except Exception as exc:  # noqa: BLE001 - closing must not mask the real error
                 log.debug("closing the retrain consumer: %s", exc)
             self._consumer = None
+        if self._peek is not None:
+            try:
+                self._peek.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not mask the real error
+                log.debug("closing the retrain peek consumer: %s", exc)
+            self._peek = None
         self.publisher.close()
 
     def _check_open(self) -> None:
@@ -197,6 +205,10 @@ class Trainer:
                     handled += 1 if batch.requests else 0  # bad records only, or another model's: no cycle
                     backoff = 0.0
                     self.last_error = None
+                except CyclePreempted as exc:
+                    self._rewind(consumer, batch)
+                    log.info("%s: the drift request and this batch's requests run as one cycle next", exc)
+                    continue
                 except CycleAborted:
                     self._rewind(consumer, batch)
                     log.info("stopped during a cycle: its retrain offsets stay uncommitted and it runs again")
@@ -234,10 +246,58 @@ class Trainer:
                         "committing without training again", dict(batch.next_offsets), done)  # fmt: skip
             CYCLES.labels("skipped").inc()
             return None
-        result = runner.run(batch, experiment_id)
+        runner.preempt = self._drift_watch(batch)
+        try:
+            result = runner.run(batch, experiment_id)
+        finally:
+            runner.preempt = lambda: False
         self.cycles += 1
         self.last_result = result
         return result
+
+    def _drift_watch(self, batch: RetrainBatch) -> Callable[[], bool]:
+        """For a count (or manual) cycle answering retrain offsets: a check, at most every
+        ``PREEMPT_CHECK_EVERY`` seconds, of whether a drift request has arrived behind the batch.
+        A drift cycle is never preempted."""
+        if batch.reason == "drift" or not batch.next_offsets:
+            return lambda: False
+        last = time.monotonic()
+
+        def waiting() -> bool:
+            nonlocal last
+            if time.monotonic() - last < PREEMPT_CHECK_EVERY:
+                return False
+            last = time.monotonic()
+            try:
+                return self._drift_pending(batch)
+            except Exception as exc:  # noqa: BLE001 - a failed peek only means no preemption
+                log.debug("could not look for drift requests behind the cycle: %s", exc)
+                return False
+
+        return waiting
+
+    def _drift_pending(self, batch: RetrainBatch) -> bool:
+        """Whether a drift request for this model waits on the retrain topic after ``batch``."""
+        from kafka import TopicPartition
+
+        if self._peek is None:
+            self._peek = make_consumer(self.settings, None, client_id="streamfit-trainer-peek")
+        peek = self._peek
+        tps = [TopicPartition(batch.topic, p) for p in batch.next_offsets]
+        ends = peek.end_offsets(tps)
+        behind = [tp for tp in tps if ends[tp] > batch.next_offsets[tp.partition]]
+        if not behind:
+            return False
+        peek.assign(behind)
+        for tp in behind:
+            peek.seek(tp, batch.next_offsets[tp.partition])
+        records: list[Any] = []
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(peek.position(tp) < ends[tp] for tp in behind):
+            for polled in peek.poll(timeout_ms=200).values():
+                records.extend(polled)
+        waiting = coalesce(records, self.settings.model_name, self.settings.max_message_bytes)
+        return any(request.reason == "drift" for request in waiting.requests)
 
     def _dead_letter(self, batch: RetrainBatch) -> None:
         for bad in batch.bad:

@@ -143,6 +143,24 @@ class CycleRun:
 
         self._call(f"store {path}", log)
 
+    def child(self, name: str, kind: str, metrics: Mapping[str, float]) -> str:
+        """A nested child run (``kind``: e.g. "fast-refit") holding its own metrics; returns its id.
+        A model stored on it gets a bundle URI of its own."""
+        from mlflow.entities import Metric
+
+        def create() -> str:
+            child = self.client.create_run(self.experiment_id, run_name=name,
+                                           tags={PARENT_TAG: self.run_id, KIND: kind})  # fmt: skip
+            stamp = int(time.time() * 1000)
+            batch = [Metric(k, float(v), stamp, 0) for k, v in metrics.items()]
+            self.client.log_batch(child.info.run_id, metrics=batch)
+            return str(child.info.run_id)
+
+        return self._call(f"start the {kind} run", create)
+
+    def end_child(self, run_id: str) -> None:
+        self._call("end a child run", lambda: self.client.set_terminated(run_id, "FINISHED"))
+
     def finish(self, status: str = "FINISHED") -> None:
         self._call("end the run", lambda: self.client.set_terminated(self.run_id, status))
 

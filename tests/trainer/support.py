@@ -139,9 +139,11 @@ def cycle_runs(store: ModelStore) -> list[Any]:
     return list(store.client.search_runs([store.experiment_id()], "tags.`streamfit.kind` = 'cycle'"))
 
 
-def child_runs(store: ModelStore, parent: str) -> list[Any]:
-    return list(store.client.search_runs([store.experiment_id()], f"tags.`mlflow.parentRunId` = '{parent}'",
-                                         max_results=1000))  # fmt: skip
+def child_runs(store: ModelStore, parent: str, kind: str = "trial") -> list[Any]:
+    """The child runs of a cycle of one kind: "trial" (one per trial) or "fast-refit"."""
+    found = store.client.search_runs([store.experiment_id()], f"tags.`mlflow.parentRunId` = '{parent}'",
+                                     max_results=1000)  # fmt: skip
+    return [run for run in found if run.data.tags.get("streamfit.kind") == kind]
 
 
 def install_champion(settings: Settings, frame: pd.DataFrame, rounds: int, strong: bool) -> str:

@@ -78,22 +78,36 @@ def test_a_retrain_request_runs_a_full_cycle_and_publishes_a_verifiable_reload(
     artifacts = {a.path for a in store.client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/search_history.png", "plots/feature_importance.png", "plots/drift_report.png"}
     assert 0 <= run.data.metrics["drift_score"] <= 1 and "psi.age" in run.data.metrics
-    versions = store.versions()
-    assert [str(v.version) for v in versions] == [champion, result.version]
-    assert store.champion_version() == result.version
+    # The fast refit (the champion's parameters on the new data) beat the weak champion and was
+    # crowned first, on a child run of its own; the search's best replaces it only if it beats it too.
+    assert result.fast_version is not None, result
+    (fast_run,) = child_runs(store, run.info.run_id, "fast-refit")
+    fast_version = store.client.get_model_version(store.name, result.fast_version)
+    assert fast_version.run_id == fast_run.info.run_id and fast_version.tags["streamfit.candidate"] == "fast refit"
+    # The search's best is registered too (promoted or rejected), unless it is the fast refit's point.
+    registered = {str(v.version): dict(v.tags) for v in store.versions()}
+    assert list(registered)[:2] == [champion, result.fast_version]
+    searched = list(registered)[2:]
+    assert len(searched) <= 1 and all(registered[v]["streamfit.candidate"] == "search" for v in searched)
+    crowned = [champion, result.fast_version] + [v for v in searched if "streamfit.rejected" not in registered[v]]
+    assert store.champion_version() == result.version == crowned[-1]
 
-    # Kafka: the reload message names the stored bundle by its sha256; offsets committed.
-    ((key, value),) = read_topic(settings, "models")
+    # Kafka: each reload message names the stored bundle by its sha256, the last one the champion's; offsets committed.
+    messages = read_topic(settings, "models")
+    assert [decode(ModelReload, v).version for _, v in messages] == crowned[1:]  # type: ignore[union-attr]
+    key, value = messages[-1]
     reload = decode(ModelReload, value)
     assert isinstance(reload, ModelReload) and key == settings.model_name.encode()
     assert reload == result.reload and reload.version == result.version
+    model_run = store.client.get_model_version(store.name, reload.version).run_id  # fast refit child or cycle
     stored = Path(mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path=f"bundle/{BUNDLE_FILE}", tracking_uri=settings.tracking_uri,
+        run_id=model_run, artifact_path=f"bundle/{BUNDLE_FILE}", tracking_uri=settings.tracking_uri,
     )).read_bytes()  # fmt: skip
     assert hashlib.sha256(stored).hexdigest() == reload.sha256
     bundle = store.fetch_bundle(reload.uri, reload.sha256)
     assert bundle.predict([sample])[0][0] in ("<=50K", ">50K")
-    assert bundle.profile is not None and bundle.profile.holdout == result.candidate_metrics
+    assert bundle.profile is not None
+    assert bundle.profile.holdout["loss"] == float(registered[reload.version]["streamfit.candidate_loss"])
     assert bundle.profile.rows == 2240  # every training row: 2,000 base and the 240 observations trained on
     assert committed(settings, group_id(settings)) == 1
 
@@ -113,7 +127,7 @@ def test_a_retrain_request_runs_a_full_cycle_and_publishes_a_verifiable_reload(
     with Trainer(settings, progress=True) as again:
         second = again.run_cycle()
     assert second.best_params == result.best_params and second.data_hash == result.data_hash
-    assert second.state == "rejected" and len(read_topic(settings, "models")) == 1
+    assert second.state == "rejected" and len(read_topic(settings, "models")) == len(crowned) - 1
     second_run = store.client.get_run(second.run_id)
     assert second_run.data.tags["streamfit.observations_read"] == "0"  # all from the Parquet cache
 

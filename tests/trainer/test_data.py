@@ -140,3 +140,31 @@ def test_load_base_reuses_unchanged_files(tmp_path: Path) -> None:
     assert load_base(settings, first) is first
     frame(50).to_csv(path, index=False)
     assert len(load_base(settings, first).frame) == 50
+
+
+def test_the_newest_observations_alone_decide_once_there_are_enough(tmp_path: Path) -> None:
+    base = base_data(60, test=frame(20))
+    obs, invalid = observations(base.pipeline, 50)
+    few = assemble(base, obs, invalid, load_settings(home=tmp_path, holdout_share=0.2, holdout_min=11))
+    assert few.holdout.test is not None and len(few.holdout) == 30 and "base test split" in few.holdout_kind
+    enough = assemble(base, obs, invalid, load_settings(home=tmp_path, holdout_share=0.2, holdout_min=10))
+    assert enough.holdout.test is None and len(enough.holdout) == 10 and enough.holdout_kind == "newest observations"
+
+
+def test_after_a_change_the_new_world_trains_and_decides_and_the_old_one_only_fills_in(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, holdout_share=0.2, half_life=None, observation_weight=2.0,
+                             pre_change_weight=0.25)  # fmt: skip
+    base = base_data(60, test=frame(20))
+    obs, invalid = observations(base.pipeline, 400)
+    data = assemble(base, obs, invalid, settings, change=200)
+    assert data.change == 200 and data.rows_after_change == 200 and data.holdout_kind.endswith("after the change")
+    assert data.holdout.test is None and len(data.holdout) == 40  # the newest 20% of the 200 new rows
+    assert data.holdout.observations.features[0]["x"] == 360.0
+    assert data.rows == 60 + 200 + 160 and data.rows_base == 60
+    new, old = data.weight[-160:], data.weight[:-160]
+    assert np.all(new == 2.0)
+    assert old.sum() == pytest.approx(0.25 * new.sum())  # the old world together weighs a quarter of the new
+    dropped = assemble(base, obs, invalid, settings.model_copy(update={"pre_change_weight": 0.0}), change=200)
+    assert dropped.rows == 160 and dropped.rows_base == 0
+    too_soon = assemble(base, obs, invalid, settings, change=350)  # 50 new rows: not enough to learn from yet
+    assert too_soon.change is None and too_soon.rows_after_change == 0

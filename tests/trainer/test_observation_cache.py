@@ -22,6 +22,7 @@ def rows(start: int, count: int) -> dict[str, list[Any]]:
         out["observed_at"].append(float(i))
         out["features"].append(orjson.dumps({"x": i, "c": None}).decode())
         out["label"].append(orjson.dumps("yes" if i % 2 else "no").decode())
+        out["served_error"].append(float(i % 3 == 0))
     return out
 
 
@@ -38,6 +39,7 @@ def test_cache_survives_a_restart_and_compacts_its_files(tmp_path: Path, monkeyp
     again.load()
     assert len(again.labels) == 100 and again.request_ids[:2] == ["r0", "r1"]
     assert again.features[3] == {"x": 3, "c": None} and again.labels[:2] == ["no", "yes"]
+    assert again.served_error[:4] == [1.0, 0.0, 0.0, 1.0]  # what was served for each, for change detection
     assert again.offsets == {0: 95, 1: 95}
 
 

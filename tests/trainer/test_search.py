@@ -11,7 +11,7 @@ from common.pipeline import FeaturePipeline
 from common.settings import load_settings
 from tests.trainer.support import synthetic
 from trainer.fit import task_params
-from trainer.objective import CrossValidation, TrialScore, build_dataset
+from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
 from trainer.search import SPACE, Search, Trial
 
 
@@ -100,3 +100,23 @@ def test_all_trials_failing_is_an_error() -> None:
     result = search(broken, "random", trials=2).run()
     with pytest.raises(RuntimeError, match="all 2 trials failed"):
         _ = result.best
+
+
+@pytest.mark.parametrize("optimizer", ["tpe", "gp"])
+def test_an_interrupt_abandons_the_running_trial_between_boosting_rounds(optimizer: str) -> None:
+    """A drift request waiting behind a count cycle must not wait for a whole trial (issue 12)."""
+    cv = cross_validation()
+    rounds = {"n": 0}
+
+    def interrupt() -> bool:
+        rounds["n"] += 1
+        return rounds["n"] > 50  # in the second trial (the first runs at most 40 rounds)
+
+    cv.interrupt = interrupt
+    run = search(cv, optimizer, trials=10)
+    with pytest.raises(TrialInterrupted, match="abandoned after"):
+        run.run()
+    assert len(run.trials) == 1  # the interrupted trial is neither recorded nor counted as failed
+    assert run.trials[0].ok
+    cv.interrupt = None
+    assert cv({**run.trials[0].params}).loss == run.trials[0].loss  # the objective still works afterwards

@@ -33,7 +33,7 @@ def test_retrain_requests_are_coalesced_into_one_cycle_per_drain(trainer_setting
         worker.start()
         try:
             wait_for(lambda: cycle_runs(store), 60, "the first cycle to start", every=0.05)
-            send_retrain(settings, count=10, reason="drift")  # while the first cycle trains
+            send_retrain(settings, count=10, reason="count")  # while the first cycle trains
             wait_for(lambda: committed(settings, group_id(settings)) == 20, 90, "all 20 requests committed")
         finally:
             trainer.stop()
@@ -42,7 +42,34 @@ def test_retrain_requests_are_coalesced_into_one_cycle_per_drain(trainer_setting
         assert trainer.cycles == 2
     runs = sorted(cycle_runs(store), key=lambda r: r.info.start_time)
     assert [r.data.tags["streamfit.requests"] for r in runs] == ["10", "10"]
-    assert [r.data.tags["streamfit.reason"] for r in runs] == ["count", "drift"]
+    assert [r.data.tags["streamfit.reason"] for r in runs] == ["count", "count"]
+
+
+def test_a_drift_request_preempts_a_count_cycle_and_is_served_first(trainer_settings: TrainerSettings) -> None:
+    """A count cycle in a long search gives way to a drift request: it stops at the next trial,
+    unpublished and uncommitted, and one drift cycle then answers both requests."""
+    settings = trainer_settings(trials=500, time_budget=20.0)
+    ensure_topics(settings)
+    send_retrain(settings, reason="count")
+    store = ModelStore(settings)
+    with Trainer(settings, progress=False) as trainer:
+        worker = threading.Thread(target=trainer.run, kwargs={"timeout": 150}, daemon=True)
+        worker.start()
+        try:
+            runs = wait_for(lambda: cycle_runs(store), 60, "the count cycle to start", every=0.05)
+            wait_for(lambda: child_runs(store, runs[0].info.run_id), 30, "a first trial", every=0.05)
+            send_retrain(settings, reason="drift")
+            wait_for(lambda: committed(settings, group_id(settings)) == 2, 120, "both requests committed")
+        finally:
+            trainer.stop()
+            worker.join(30)
+        assert not worker.is_alive() and trainer.cycles == 1
+    first, second = sorted(cycle_runs(store), key=lambda r: r.info.start_time)
+    assert first.info.status == "KILLED" and first.data.tags["streamfit.state"] == "preempted"
+    assert first.data.tags["streamfit.reason"] == "count"
+    assert len(child_runs(store, first.info.run_id)) < 500  # it did not finish its search
+    assert second.data.tags["streamfit.reason"] == "drift" and second.data.tags["streamfit.requests"] == "2"
+    assert second.data.tags["streamfit.state"] in ("promoted", "rejected")
 
 
 def test_stop_during_the_search_leaves_the_cycle_to_run_again(trainer_settings: TrainerSettings) -> None:

@@ -1,0 +1,97 @@
+"""Where the world changed: the latest point at which the served model's error rose and stayed up.
+
+Every observation carries how wrong the answer served for it was (0/1 for a class, the absolute
+error for a number). A concept drift shows there as a step: the error of whatever model was serving
+jumps at the change and stays up until a model trained after it is promoted. Rows from before that
+step describe a world that is gone, so the cycle's training data and holdout start there
+(``trainer.data.assemble``).
+
+The test is a scan for a single upward step in the mean, the statistic of binary segmentation:
+for every split ``t`` of the error series, the difference of the means after and before it in
+units of its standard error under "no change". The best split counts when that score passes
+``z`` (a high bar, since the maximum of many correlated scores is taken) *and* the step is large
+enough to matter (``min_step`` in absolute terms for classes; ``relative_step`` of the error before
+it for both). Steps down (a better model took over) are not changes of the world and are ignored.
+After a step is found, the part after it is scanned again, so the latest of several changes wins.
+
+Pure numpy, O(n) per scan; a few scans per cycle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_SEGMENT = 50  # fewest observations on either side of a change
+Z = 6.0  # standard errors a step must pass (the scan takes the best of many splits)
+MIN_STEP = 0.03  # classification: the error rate must rise by at least this much (3 points)
+RELATIVE_STEP = 0.2  # ... and by at least this share of the error before the step
+
+
+@dataclass(frozen=True)
+class Change:
+    """A step up in the served error at index ``at`` (the first row of the new world)."""
+
+    at: int
+    before: float  # mean error before the step (in the scanned segment)
+    after: float  # mean error after it
+    z: float
+
+    def describe(self, total: int) -> str:
+        return (
+            f"served error rose from {self.before:.4g} to {self.after:.4g} at observation {self.at} of {total} "
+            f"({self.z:.1f} standard errors)"
+        )
+
+
+def step_up(errors: np.ndarray, *, absolute: float, relative: float, z: float, min_segment: int) -> Change | None:
+    """The most significant single step up in ``errors``, if it is significant and large enough."""
+    n = len(errors)
+    if n < 2 * min_segment:
+        return None
+    sd = float(np.std(errors))
+    if not sd > 0:
+        return None
+    cumulative = np.cumsum(errors)
+    total = cumulative[-1]
+    t = np.arange(min_segment, n - min_segment + 1)  # the split: errors[:t] before, errors[t:] after
+    before = cumulative[t - 1] / t
+    after = (total - cumulative[t - 1]) / (n - t)
+    score = (after - before) / (sd * np.sqrt(1.0 / t + 1.0 / (n - t)))
+    best = int(np.argmax(score))
+    at, mean_before, mean_after, best_z = int(t[best]), float(before[best]), float(after[best]), float(score[best])
+    step = mean_after - mean_before
+    if best_z < z or step < absolute or step < relative * mean_before:
+        return None
+    return Change(at, mean_before, mean_after, best_z)
+
+
+def latest_change(
+    errors: np.ndarray,
+    classification: bool,
+    *,
+    z: float = Z,
+    min_segment: int = MIN_SEGMENT,
+    min_step: float = MIN_STEP,
+    relative_step: float = RELATIVE_STEP,
+) -> Change | None:
+    """The latest significant step up in the served error of ``errors`` (time order; NaN = unknown,
+    left out of the test), as an index into ``errors``; None when there is none."""
+    errors = np.asarray(errors, dtype=np.float64)
+    known = np.flatnonzero(~np.isnan(errors))
+    series = errors[known]
+    absolute = min_step if classification else 0.0
+    found: Change | None = None
+    offset = 0
+    while True:
+        change = step_up(series[offset:], absolute=absolute, relative=relative_step, z=z, min_segment=min_segment)
+        if change is None:
+            break
+        found = Change(offset + change.at, change.before, change.after, change.z)
+        offset = found.at
+    if found is None:
+        return None
+    at = int(known[found.at]) if found.at < len(known) else len(errors)
+    return Change(at, found.before, found.after, found.z if math.isfinite(found.z) else 0.0)
