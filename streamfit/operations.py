@@ -186,6 +186,8 @@ def read_status(settings: Settings, recent: int = 5, predictor_metrics: Sequence
                 "accuracy": tags.get("metric.accuracy"),
                 "decision": tags.get("streamfit.decision", "promoted" if str(mv.version) == champion_version else ""),
                 "reason": tags.get("streamfit.reason", ""),
+                "candidate": tags.get("streamfit.candidate", ""),  # fast refit or search (trainer versions)
+                "holdout": tags.get("streamfit.holdout", ""),  # which rows decided the promotion
                 "champion": str(mv.version) == champion_version,
             }
         )
@@ -210,12 +212,12 @@ def print_status(status: Status, settings: Settings, console: Console) -> None:
         console.print(f"champion of [bold]{c.model_name}[/]: version [bold]{c.version}[/] ({metrics})")
         console.print(f"  bundle {c.uri}  sha256 {c.sha256[:16]}…")
     table = Table(title="recent versions")
-    for column in ("version", "created", "made for", "holdout loss", "accuracy", "decision"):
+    for column in ("version", "created", "made for", "by", "holdout loss", "accuracy", "decided on", "decision"):
         table.add_column(column)
     for v in status.versions:
         mark = " ★" if v["champion"] else ""
-        table.add_row(v["version"] + mark, v["created"], v.get("reason") or "-", _num(v["loss"]), _num(v["accuracy"]),
-                      v["decision"])  # fmt: skip
+        table.add_row(v["version"] + mark, v["created"], v.get("reason") or "-", v.get("candidate") or "-",
+                      _num(v["loss"]), _num(v["accuracy"]), v.get("holdout") or "-", v["decision"])  # fmt: skip
     console.print(table)
     print_drift(status, console)
     lag = Table(title="consumer lag (messages not yet committed)")

@@ -91,6 +91,9 @@ def test_a_retrain_request_runs_a_full_cycle_and_publishes_a_verifiable_reload(
     assert len(searched) <= 1 and all(registered[v]["streamfit.candidate"] == "search" for v in searched)
     crowned = [champion, result.fast_version] + [v for v in searched if "streamfit.rejected" not in registered[v]]
     assert store.champion_version() == result.version == crowned[-1]
+    # Which rows decided: 60 newest observations are fewer than holdout_min, so the base test split joins them.
+    assert registered[result.version]["streamfit.holdout"] == "base test split + newest observations"
+    assert tags["streamfit.holdout"] == "base test split + newest observations"
 
     # Kafka: each reload message names the stored bundle by its sha256, the last one the champion's; offsets committed.
     messages = read_topic(settings, "models")
