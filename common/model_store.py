@@ -46,8 +46,17 @@ class ModelStore:
         self.uri = settings.tracking_uri
         if self.uri.startswith("sqlite:"):
             settings.home.mkdir(parents=True, exist_ok=True)
+        # MLflow's set_tracking_uri also exports MLFLOW_TRACKING_URI "for subprocesses". The settings read
+        # that variable, so every Settings built later in this process, and every child started with its
+        # environment, would silently use this store instead of its own home (a second replay of
+        # benchmarks.recovery read the first one's deleted store). Keep MLflow's global, not the export.
+        exported = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def _fail(self, what: str, exc: Exception) -> ModelStoreError:
