@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -19,12 +18,6 @@ from collections.abc import Sequence
 from common.errors import StreamfitError
 from common.logs import configure
 from common.settings import add_settings_flags, settings_from_args
-
-# LightGBM's OpenMP threads spin while they wait by default. On a machine whose cores are shared
-# (a predictor, a broker and a trainer on two cores), spinning threads steal the cores the others
-# need: an lgb.cv of 3,600 rows took 0.3 to 2.8 s spinning against a steady 0.5 to 0.6 s passive,
-# under load (docs/benchmarks.md). Set before the command modules load LightGBM; the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (module, one-line help, description)
