@@ -239,8 +239,25 @@ def make_consumer(
     consumer = _bootstrap(settings, lambda ms: KafkaConsumer(**{"bootstrap_timeout_ms": ms, **config}))
     topics = list(topics)
     if topics:
+        await_partitions(consumer, settings, {topic: 1 for topic in topics})
         consumer.subscribe(topics)
     return consumer
+
+
+def await_partitions(consumer: KafkaConsumer, settings: Settings, wanted: dict[str, int]) -> None:
+    """Wait until ``consumer`` sees at least ``wanted[topic]`` partitions of each topic, before it
+    subscribes. A group's leader assigns from its own metadata: just after the topics were created
+    it may not know them, assigns nothing, and the group stays without partitions until the
+    metadata is refreshed minutes later."""
+    deadline = time.monotonic() + settings.broker_timeout
+    for topic, count in wanted.items():
+        while len(consumer.partitions_for_topic(topic)) < count:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(
+                    f"the broker at {settings.bootstrap_servers} did not show {count} partition(s) of {topic} "
+                    f"within {settings.broker_timeout:.0f}s (--broker-timeout)"
+                )
+            time.sleep(0.1)
 
 
 def make_admin(settings: Settings) -> KafkaAdminClient:

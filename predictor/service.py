@@ -26,7 +26,7 @@ from kafka.errors import KafkaError, ProducerFencedError
 from common.bundle import ModelBundle
 from common.errors import BrokerUnavailable, ModelStoreError
 from common.health import HealthServer
-from common.kafka import CO_PARTITIONED, ensure_topics, make_consumer, make_producer
+from common.kafka import CO_PARTITIONED, await_partitions, ensure_topics, make_consumer, make_producer
 from common.messages import FeatureDrift, Retrain, dead_letter
 from common.model_store import ModelStore
 from common.settings import Settings
@@ -104,6 +104,7 @@ class Predictor:
         self._heartbeat = time.monotonic()
         self._follower: ModelFollower | None = None
         self._same_partition = False  # answers go to their request's partition number (see _predict)
+        self._counts: dict[str, int] = {}  # partitions of each topic, from ensure_topics
         self._dead_log = ThrottledLog(log, logging.WARNING, 10.0)
         self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
@@ -145,7 +146,7 @@ class Predictor:
         self._state = "running"
         try:
             with contextlib.ExitStack() as stack:
-                counts = ensure_topics(self.settings)
+                counts = self._counts = ensure_topics(self.settings)
                 self._same_partition = len({counts[self.topics[name]] for name in CO_PARTITIONED}) == 1
                 if self.settings.metrics_port:
                     health = HealthServer(self.settings.metrics_port, self.metrics.registry,
@@ -194,6 +195,9 @@ class Predictor:
                 time.sleep(0.05)
                 continue
             if not subscribed:
+                # The group's leader assigns from its own metadata: it must know both topics first.
+                names = (topics["requests"], topics["labels"])
+                await_partitions(consumer, settings, {name: self._counts.get(name, 1) for name in names})
                 consumer.subscribe([topics["requests"], topics["labels"]])
                 subscribed = True
             batch = collect(
