@@ -4,12 +4,13 @@ promotes the new model only if it beats the champion.
     service.py      the long-running worker (``Trainer``): retrain requests in, offsets committed last
     coalesce.py     pending retrain requests become one cycle (pure)
     recovery.py     what a restarted trainer finishes or skips, so that a reload is never half-done
-    cycle.py        one cycle: data, search, candidate vs champion, registration, promotion
-    data.py         base data, observations, time-ordered holdout, recency weights (pure rules)
+    cycle.py        one cycle: data, fast refit, search, candidate vs champion, registration, promotion
+    change.py       where the world changed: the latest step up in the served error (pure)
+    data.py         base data, observations, time-ordered holdout, recency weights, change (pure rules)
     observations.py the observations topic up to the watermarks, with a local Parquet cache
-    objective.py    one trial: lgb.cv with early stopping on the cycle's one Dataset
+    objective.py    one trial: lgb.cv with early stopping on the cycle's one Dataset; interruptible
     search.py       the search space and the tpe / gp / random optimizers (and SparkTrials)
-    promotion.py    the promotion rule (pure)
+    promotion.py    the promotion rule and the paired bootstrap (pure)
     tracking.py     MLflow parent and child runs;  plots.py: the two plots;  progress.py: the bar
     publisher.py    reload messages and dead letters;  metrics.py: Prometheus
     bootstrap.py    the first model;  fit.py: training and scoring shared with bootstrap
