@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -12,6 +14,7 @@ from common.errors import BrokerUnavailable
 from common.kafka import ensure_topics
 from common.messages import ModelReload, decode
 from common.model_store import ModelStore
+from common.settings import Settings
 from tests.trainer.conftest import TrainerSettings
 from tests.trainer.processes import TrainerProcess, processes, sigkill_in_the_search
 from tests.trainer.support import child_runs, committed, cycle_runs, read_topic, send_retrain, wait_for
@@ -45,25 +48,34 @@ def test_retrain_requests_are_coalesced_into_one_cycle_per_drain(trainer_setting
     assert [r.data.tags["streamfit.reason"] for r in runs] == ["count", "count"]
 
 
+@contextmanager
+def searching(settings: Settings, store: ModelStore, timeout: float) -> Iterator[Trainer]:
+    """A trainer running in a thread, handed over once its first cycle has logged a trial; on the
+    way out it is stopped, and its thread must have ended within 30 s."""
+    with Trainer(settings, progress=False) as trainer:
+        worker = threading.Thread(target=trainer.run, kwargs={"timeout": timeout}, daemon=True)
+        worker.start()
+        try:
+            runs = wait_for(lambda: cycle_runs(store), 60, "the cycle to start", every=0.05)
+            wait_for(lambda: child_runs(store, runs[0].info.run_id), 30, "a first trial", every=0.05)
+            yield trainer
+        finally:
+            trainer.stop()
+            worker.join(30)
+        assert not worker.is_alive()
+
+
 def test_a_drift_request_preempts_a_count_cycle_and_is_served_first(trainer_settings: TrainerSettings) -> None:
-    """A count cycle in a long search gives way to a drift request: it stops at the next trial,
-    unpublished and uncommitted, and one drift cycle then answers both requests."""
+    """A count cycle in a long search gives way to a drift request: it stops within its running
+    trial, unpublished and uncommitted, and one drift cycle then answers both requests."""
     settings = trainer_settings(trials=500, time_budget=20.0)
     ensure_topics(settings)
     send_retrain(settings, reason="count")
     store = ModelStore(settings)
-    with Trainer(settings, progress=False) as trainer:
-        worker = threading.Thread(target=trainer.run, kwargs={"timeout": 150}, daemon=True)
-        worker.start()
-        try:
-            runs = wait_for(lambda: cycle_runs(store), 60, "the count cycle to start", every=0.05)
-            wait_for(lambda: child_runs(store, runs[0].info.run_id), 30, "a first trial", every=0.05)
-            send_retrain(settings, reason="drift")
-            wait_for(lambda: committed(settings, group_id(settings)) == 2, 120, "both requests committed")
-        finally:
-            trainer.stop()
-            worker.join(30)
-        assert not worker.is_alive() and trainer.cycles == 1
+    with searching(settings, store, timeout=150) as trainer:
+        send_retrain(settings, reason="drift")
+        wait_for(lambda: committed(settings, group_id(settings)) == 2, 120, "both requests committed")
+    assert trainer.cycles == 1
     first, second = sorted(cycle_runs(store), key=lambda r: r.info.start_time)
     assert first.info.status == "KILLED" and first.data.tags["streamfit.state"] == "preempted"
     assert first.data.tags["streamfit.reason"] == "count"
@@ -77,16 +89,9 @@ def test_stop_during_the_search_leaves_the_cycle_to_run_again(trainer_settings: 
     ensure_topics(settings)
     send_retrain(settings)
     store = ModelStore(settings)
-    with Trainer(settings, progress=False) as trainer:
-        worker = threading.Thread(target=trainer.run, kwargs={"timeout": 90}, daemon=True)
-        worker.start()
-        try:
-            runs = wait_for(lambda: cycle_runs(store), 60, "the cycle to start", every=0.05)
-            wait_for(lambda: child_runs(store, runs[0].info.run_id), 30, "a first trial", every=0.05)
-        finally:
-            trainer.stop()
-            worker.join(30)
-        assert not worker.is_alive() and trainer.cycles == 0
+    with searching(settings, store, timeout=90) as trainer:
+        pass
+    assert trainer.cycles == 0
     (run,) = cycle_runs(store)
     assert run.info.status == "KILLED" and run.data.tags["streamfit.state"] == "stopped"
     assert committed(settings, group_id(settings)) is None and read_topic(settings, "models") == []
