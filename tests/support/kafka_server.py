@@ -97,6 +97,7 @@ class KafkaServer:
     jvm_opts: tuple[str, ...] = ()
     format_args: tuple[str, ...] = ()  # e.g. ("--add-scram", "SCRAM-SHA-512=[name=u,password=p]")
     client_config: dict[str, Any] | None = None  # kafka-python settings that reach secured listeners
+    cluster_id: str = field(default_factory=lambda: base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
     process: subprocess.Popen[bytes] | None = None
     _formatted: bool = False
 
@@ -146,11 +147,15 @@ class KafkaServer:
     def start(self, timeout: float = 60.0) -> KafkaServer:
         config = self._write_config()
         if not self._formatted:
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *self.format_args),
-                check=True, capture_output=True,
+            # A base64 id starts with '-' once in 64; as a separate argument the tool would read it as
+            # an option and refuse to format (seen in CI), so the id is joined to its option.
+            done = subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}", "-c", str(config),
+                           *self.format_args),
+                capture_output=True, text=True,
             )  # fmt: skip
+            if done.returncode != 0:
+                raise RuntimeError(f"kafka-storage format failed ({done.returncode}): {done.stdout}{done.stderr}")
             self._formatted = True
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(self._java("kafka.Kafka", str(config)), stdout=log, stderr=subprocess.STDOUT)
