@@ -158,7 +158,7 @@ class Settings(BaseSettings):
         "trainer",
     )
     pre_change_weight: float = _field(
-        0.25,
+        0.0,
         "After a detected change, all rows from before it together weigh this share of the rows after it "
         "(0: left out).",
         "trainer",

@@ -44,6 +44,9 @@ from trainer.tracking import KIND, STATE, CycleRun, store_call, text
 
 log = logging.getLogger(__name__)
 
+NEW_WORLD_WAIT = 30.0  # most seconds a cycle waits for enough rows after a change of the world
+NEW_WORLD_IDLE = 5.0  # ... and without a new observation (the stream has gone quiet)
+
 SEARCH_SETTINGS = ("optimizer", "trials", "time_budget", "cv_folds", "max_rounds", "early_stopping",
                    "holdout_share", "half_life", "window", "observation_weight", "promotion_margin",
                    "min_rows", "objective", "metric", "seed", "promotion_confidence", "holdout_min",
@@ -171,14 +174,7 @@ class CycleRunner:
         try:
             experiment_id = experiment_id or self.store.experiment_id()  # an unreachable store fails here, first
             self._base = base = load_base(settings, self._base)
-            refresh = self.observations.refresh(base.pipeline, self.publisher.dead_letter, self.publisher.flush)
-            self._check_skew(refresh)
-            cached = self.observations
-            observations, invalid = select_observations(
-                base.pipeline, cached.features, cached.labels, cached.observed_at, cached.request_ids,
-                settings.missing_features == "reject", cached.served_error,
-            )  # fmt: skip
-            data = assemble(base, observations, invalid, settings, self._find_change(observations, base.pipeline.task))
+            refresh, data = self._read(base)
             run = CycleRun.start(self.store, experiment_id, f"cycle-{batch.reason}", self._tags(batch, data, refresh))
         except BaseException:
             CYCLES.labels("failed").inc()
@@ -212,6 +208,49 @@ class CycleRunner:
         return result
 
     # --- the steps --------------------------------------------------------------------------
+    def _read(self, base: BaseData) -> tuple[Refresh, CycleData]:
+        """The observations up to the watermarks, and the cycle's data from them. Just after a
+        change of the world there may be too few rows of the new world to train on (it takes
+        ``MIN_CHANGE_ROWS``, and ``min_rows`` once the old rows are left out); then the cycle reads
+        again as they arrive, for at most ``NEW_WORLD_WAIT`` seconds (``NEW_WORLD_IDLE`` without a
+        new one), instead of training on the old world once more or publishing nothing."""
+        refresh, data, change = self._read_once(base)
+        if not self._too_few(data, change):
+            return refresh, data
+        assert change is not None
+        log.info("%d observations after the change of the world: waiting up to %.0fs for enough to train on",
+                 data.rows_observations_valid - change, NEW_WORLD_WAIT)  # fmt: skip
+        started = last_new = time.monotonic()
+        while time.monotonic() - started < NEW_WORLD_WAIT and time.monotonic() - last_new < NEW_WORLD_IDLE:
+            if self._stop_search():
+                break
+            time.sleep(0.5)
+            more, data, change = self._read_once(base)
+            refresh = refresh.then(more)
+            if more.read:
+                last_new = time.monotonic()
+            if not self._too_few(data, change):
+                log.info("%d observations after the change after %.1fs: training on them",
+                         data.rows_after_change, time.monotonic() - started)  # fmt: skip
+                return refresh, data
+        log.info("still too few rows after the change (%d observations after it): training on what there is",
+                 data.rows_observations_valid - (change or 0))  # fmt: skip
+        return refresh, data
+
+    def _too_few(self, data: CycleData, change: int | None) -> bool:
+        return change is not None and (data.change is None or data.rows < self.settings.min_rows)
+
+    def _read_once(self, base: BaseData) -> tuple[Refresh, CycleData, int | None]:
+        settings, cached = self.settings, self.observations
+        refresh = cached.refresh(base.pipeline, self.publisher.dead_letter, self.publisher.flush)
+        self._check_skew(refresh)
+        observations, invalid = select_observations(
+            base.pipeline, cached.features, cached.labels, cached.observed_at, cached.request_ids,
+            settings.missing_features == "reject", cached.served_error,
+        )  # fmt: skip
+        change = self._find_change(observations, base.pipeline.task)
+        return refresh, assemble(base, observations, invalid, settings, change), change
+
     def _find_change(self, observations: Observations, task: str) -> int | None:
         """The first observation of the current world: the latest step up in the served error, at or
         after the one found before (a change, once found, is remembered by its time)."""

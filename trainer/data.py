@@ -15,11 +15,14 @@ Decisions, and why:
   the champion trained on them. Without observations and without a test split, a seeded random
   ``holdout_share`` of the base rows is held out instead, so that there is always something to
   compare on.
-- **After a change of the world, the new world.** When ``trainer.change`` finds the served error
-  stepping up at some observation, the holdout is the newest share of the rows after it, the model
-  trains on the rest of them, and every row before it (base data included) together weighs
-  ``pre_change_weight`` (default a quarter) of what the new rows weigh: it fills in what the new rows
-  have not shown yet and never outvotes them.
+- **After a change of the world, the new world alone.** When ``trainer.change`` finds the served
+  error stepping up at some observation, the holdout is the newest share of the rows after it and
+  the model trains on the rest of them. Rows from before it (base data included) are left out by
+  default: where the label rule changed (River's SEA, Agrawal and Hyperplane streams) any weight on
+  them made the next model worse at every size of the new world tried, 300 to 4,000 rows, by up to
+  28 points; on Adult with the demo's partial drift it made half a point of difference either way
+  (``benchmarks/old_rows.py``, figures in docs/benchmarks.md). ``pre_change_weight`` keeps them,
+  together weighing that share of the new rows, for a change that leaves most of the old world true.
 - **Observations are weighted by recency.** A base row weighs 1; the newest training
   observation weighs ``observation_weight`` (default 3) and the weight halves every ``half_life``
   observations (default 2,000). With the defaults the newest few thousand observations, a few
@@ -301,8 +304,7 @@ def assemble(
     (``trainer.change``). With at least ``MIN_CHANGE_ROWS`` observations after it, the holdout is
     the newest of those alone, the model trains on the rest of them, and everything from before
     the change (base rows and older observations) together weighs ``pre_change_weight`` of what the
-    new rows weigh: enough to fill in what the new rows have not shown yet, never enough to outvote
-    them. Without a change the holdout is the newest observations alone once they are
+    new rows weigh (default 0: left out). Without a change the holdout is the newest observations alone once they are
     ``holdout_min`` rows, and the base data set's test split plus them before that.
     """
     pipeline = base.pipeline

@@ -58,6 +58,13 @@ class Refresh:
     skew_checked: int = 0  # observations read that carried the vector they were served
     skew: tuple[str, ...] = ()  # why each one whose vector differs from the trainer's (dead-lettered)
 
+    def then(self, later: Refresh) -> Refresh:
+        """This refresh followed by ``later``: its watermarks and cache, the counts of both."""
+        return Refresh(
+            later.watermarks, self.read + later.read, later.cached, self.dead_lettered + later.dead_lettered,
+            self.skew_checked + later.skew_checked, self.skew + later.skew,
+        )  # fmt: skip
+
 
 def served_error(pipeline: FeaturePipeline, prediction: Any, label: Any) -> float:
     """How wrong the served answer was: 0 or 1 for a class, the absolute error for a number; NaN

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -11,10 +15,11 @@ import pytest
 
 from common.bundle import BUNDLE_FILE
 from common.errors import ModelStoreError
-from common.kafka import ensure_topics
-from common.messages import DeadLetter, ModelReload, decode
+from common.kafka import ensure_topics, make_producer
+from common.messages import DeadLetter, ModelReload, Observation, decode
 from common.model_store import ModelStore
 from common.pipeline import read_table
+from common.settings import Settings
 from tests.trainer.conftest import TrainerSettings
 from tests.trainer.support import (
     child_runs,
@@ -23,8 +28,10 @@ from tests.trainer.support import (
     install_champion,
     observation,
     read_topic,
+    records,
     send_observations,
     send_retrain,
+    wait_for,
 )
 from trainer.observations import ObservationLog
 from trainer.service import Trainer, group_id
@@ -171,6 +178,58 @@ def test_too_few_rows_publishes_nothing_and_commits(trainer_settings: TrainerSet
     assert ModelStore(settings).versions() == []
     assert read_topic(settings, "models") == []
     assert committed(settings, group_id(settings)) == 1
+
+
+def _flipped(label: str) -> str:
+    return ">50K" if label == "<=50K" else "<=50K"
+
+
+def _send_served(settings: Settings, rows: list[dict[str, object]], start: float, changed: bool) -> None:
+    """Observations of ``rows`` (Adult, ``income`` included) one second apart from ``start``. After the
+    change the rule is flipped and the served model, still answering the old rule, is always wrong."""
+    producer = make_producer(settings, client_id="test-served")
+    try:
+        for i, row in enumerate(rows):
+            features = {k: v for k, v in row.items() if k != "income"}
+            label = str(row["income"])
+            truth, served = (_flipped(label), label) if changed else (label, label)
+            producer.send(settings.topic("observations"), value=Observation(
+                request_id=uuid.uuid4().hex, features=features, label=truth, prediction=served, score=0.5,
+                model_version="1", observed_at=start + i).encode())  # fmt: skip
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
+def test_a_cycle_just_after_a_change_waits_for_rows_of_the_new_world(
+    trainer_settings: TrainerSettings, adult: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """150 observations after the change leave 120 to train on, under ``min_rows`` 200: the cycle
+    reads again until the new world is enough (instead of publishing nothing)."""
+    caplog.set_level(logging.INFO, logger="trainer.cycle")
+    settings = trainer_settings(trials=1, min_rows=200)
+    base, _, stream = adult
+    rows = records(read_table(stream))
+    more = records(read_table(base).iloc[:200])
+    start = time.time() - 1000
+    with Trainer(settings, progress=False) as trainer:
+        ensure_topics(settings)
+        install_champion(settings, read_table(base).iloc[:200], rounds=20, strong=False)
+        _send_served(settings, rows[:250], start, changed=False)
+        _send_served(settings, rows[250:400], start + 250, changed=True)
+        send_retrain(settings, reason="drift")
+        with ThreadPoolExecutor(1) as pool:
+            cycle = pool.submit(trainer.run_once)
+            # The cycle has read the first 400 and found the change: the rest of the new world arrives.
+            wait_for(lambda: "waiting up to" in caplog.text, 60, "the cycle to wait for the new world")
+            _send_served(settings, more, start + 400, changed=True)
+            result = cycle.result(timeout=300)
+    assert result is not None and result.state != "too_few_rows", result
+    assert result.counts["rows_base"] == 0 and result.counts["rows_after_change"] == 350
+    assert result.counts["rows"] == 280  # the newest 20% of the 350 are the holdout
+    run = ModelStore(settings).client.get_run(result.run_id)
+    assert run.data.tags["streamfit.change_at"] == "250"
+    assert run.data.tags["streamfit.holdout"] == "newest observations after the change"
 
 
 def test_an_unreachable_mlflow_store_fails_the_cycle_and_leaves_the_offset(
