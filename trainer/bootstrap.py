@@ -45,7 +45,7 @@ def bootstrap(settings: Settings, publish: bool = True) -> ModelReload:
     # Early stopping on a seeded random split finds the number of rounds; the final model sees all rows.
     rng = np.random.default_rng(settings.seed)
     valid = rng.random(len(y)) < VALIDATION_SHARE
-    params = {**task_params(pipeline, settings), **DEFAULT_PARAMS}
+    params = {**task_params(pipeline, settings, len(y)), **DEFAULT_PARAMS}
     train_set = make_dataset(pipeline, x[~valid], y[~valid])
     valid_set = train_set.create_valid(x[valid], label=y[valid])
     probe = lgb.train(params, train_set, num_boost_round=settings.max_rounds, valid_sets=[valid_set],

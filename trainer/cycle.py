@@ -369,7 +369,7 @@ class CycleRunner:
             run.finish()
             return self._result(run, batch, data, refresh, started, "too_few_rows")
 
-        params = task_params(pipeline, settings)
+        params = task_params(pipeline, settings, data.rows)
         dataset = build_dataset(pipeline, data.x, data.y, data.weight, params)
         cv = CrossValidation(
             dataset, params, folds=settings.cv_folds, max_rounds=settings.max_rounds,
