@@ -13,7 +13,7 @@ import argparse
 import statistics
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
@@ -57,8 +57,9 @@ def score(stream_name: str, seed: int, after: int, weights: list[float]) -> dict
             params, dataset, num_boost_round=1000, nfold=3, stratified=pipeline.task != "regression", seed=1,
             callbacks=[lgb.early_stopping(30, verbose=False)],
         )  # fmt: skip
-        booster = lgb.train(params, dataset, num_boost_round=len(next(iter(history.values()))))
-        raw = booster.predict(x_test)
+        rounds = len(cast(list[float], history[f"valid {params['metric']}-mean"]))
+        booster = lgb.train(params, dataset, num_boost_round=rounds)
+        raw = np.asarray(booster.predict(x_test))
         if pipeline.task == "regression":
             out[weight] = -float(np.mean(np.abs(raw - y_test)))
         elif pipeline.task == "binary":
