@@ -39,13 +39,14 @@ from trainer.progress import SearchProgress
 from trainer.promotion import Decision, better_share, decide
 from trainer.publisher import Publisher
 from trainer.recovery import RETRAIN_FIRST, RETRAIN_NEXT, RETRAIN_TOPIC, VERSION
-from trainer.search import Search, SearchResult, Trial, params_key, warm_start
+from trainer.search import Search, SearchResult, Trial, params_key, past_points, warm_start
 from trainer.tracking import KIND, STATE, CycleRun, store_call, text
 
 log = logging.getLogger(__name__)
 
 NEW_WORLD_WAIT = 30.0  # most seconds a cycle waits for enough rows after a change of the world
 NEW_WORLD_IDLE = 5.0  # ... and without a new observation (the stream has gone quiet)
+PAST_CYCLES = 3  # earlier cycles whose best parameters a search evaluates first
 
 SEARCH_SETTINGS = ("optimizer", "trials", "time_budget", "cv_folds", "max_rounds", "early_stopping",
                    "holdout_share", "half_life", "window", "observation_weight", "promotion_margin",
@@ -382,7 +383,7 @@ class CycleRunner:
         try:
             fast, fast_outcome, known = self._fast_refit(context, cv)
             fast_params = warm_start(champion.params)
-            result = self._search(context, cv, fast_params, known)
+            result = self._search(context, cv, fast_params, known, self._past_points(run, pipeline.task))
         except TrialInterrupted as exc:
             self._give_way(f"in a trial ({exc})")
         if result.stopped_by == "stop":
@@ -435,10 +436,40 @@ class CycleRunner:
             context.champion = _Champion(outcome.version, fast.bundle, fast.metrics, fast.losses, fast_params)
         return fast, outcome, known
 
+    def _past_points(self, run: CycleRun, task: str) -> list[dict[str, Any]]:
+        """The best parameters of the latest ``PAST_CYCLES`` finished cycles on the same base data
+        (from their MLflow runs), which the search evaluates right after the champion's: a search
+        starts from what earlier ones found instead of cold. The run names them. Read failures
+        leave the search cold; they never fail the cycle."""
+        settings = self.settings
+        try:
+            runs = self.store.client.search_runs(
+                [run.experiment_id], f"tags.`{KIND}` = 'cycle' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"], max_results=4 * PAST_CYCLES,
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - diagnostics of a warm start
+            log.warning("no warm start from earlier cycles: %s: %s", type(exc).__name__, exc)
+            return []
+        data = str(settings.data_path)
+        same = [r for r in runs if r.info.run_id != run.run_id and r.data.tags.get("streamfit.data") == data
+                and r.data.tags.get("streamfit.task") == task][:PAST_CYCLES]  # fmt: skip
+        points = past_points([r.data.params for r in same])
+        if same:
+            run.set_tags({"streamfit.warm_start_from": [r.info.run_id for r in same]})
+            log.info("search warm-started from %d earlier cycle(s): %s", len(points),
+                     ", ".join(r.info.run_id for r in same))  # fmt: skip
+        return points
+
     def _search(
-        self, context: _Context, cv: CrossValidation, start: dict[str, Any], known: dict[Any, Any]
+        self,
+        context: _Context,
+        cv: CrossValidation,
+        start: dict[str, Any],
+        known: dict[Any, Any],
+        past: list[dict[str, Any]] | None = None,
     ) -> SearchResult:
-        """The Bayesian search, warm-started from ``start`` (whose score is already ``known``)."""
+        """The Bayesian search, warm-started from ``start`` (whose score is already ``known``), then
+        the ``past`` cycles' best points."""
         settings, run = self.settings, context.run
         with SearchProgress(settings.trials, settings.time_budget, cv.metric, self.progress) as progress:
 
@@ -450,7 +481,7 @@ class CycleRunner:
             search = Search(
                 cv, optimizer=settings.optimizer, trials=settings.trials, time_budget=settings.time_budget,
                 seed=settings.seed, on_trial=on_trial, should_stop=self._stop_search,
-                spark_parallelism=self.spark_parallelism, start=start, known=known,
+                spark_parallelism=self.spark_parallelism, start=start, known=known, past=past,
             )  # fmt: skip
             return search.run()
 
@@ -577,7 +608,8 @@ class CycleRunner:
         )
         run.log_json(
             [{"number": t.number, "params": t.params, "loss": t.loss if t.ok else None,
-              "best_iteration": t.best_iteration, "seconds": t.seconds, "error": t.error} for t in result.trials],
+              "best_iteration": t.best_iteration, "seconds": t.seconds, "error": t.error, "pruned": t.pruned}
+             for t in result.trials],
             "search/trials.json",
         )  # fmt: skip
 

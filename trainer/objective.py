@@ -55,6 +55,21 @@ def baseline_loss(dataset: lgb.Dataset, params: dict[str, Any]) -> float:
     return 0.0
 
 
+# Pruning: a trial stops once, after PRUNE_AFTER patience windows, its lowest loss is worse than the
+# best trial's by more than PRUNE_WINDOWS times what it gained over its last patience window.
+PRUNE_AFTER = 2
+PRUNE_WINDOWS = 3.0
+
+
+class TrialPruned(Exception):
+    """Raised inside ``lgb.cv`` when a trial cannot catch up with the best one at its pace."""
+
+    def __init__(self, loss: float, rounds: int) -> None:
+        super().__init__(f"pruned after {rounds} rounds at {loss:.6g}")
+        self.loss = loss
+        self.rounds = rounds
+
+
 class TrialInterrupted(Exception):
     """Raised inside ``lgb.cv`` when the cycle must give way (a stop, or a drift request waiting):
     the trial is abandoned between two boosting rounds instead of running to its end."""
@@ -65,6 +80,7 @@ class TrialScore:
     loss: float  # lower is better
     best_iteration: int
     std: float = math.nan
+    pruned: bool = False  # stopped early as hopeless: ``loss`` is where it was, never the best
 
 
 def first_metric(params: dict[str, Any]) -> str:
@@ -119,6 +135,8 @@ class CrossValidation:
         self.min_delta = EARLY_STOPPING_TOLERANCE * baseline_loss(dataset, self.base_params)
         # Asked between boosting rounds; True abandons the trial (TrialInterrupted). Not sent to Spark.
         self.interrupt: Callable[[], bool] | None = None
+        self.prune = True  # stop hopeless trials (``TrialPruned``); the best is always trained in full
+        self.best_loss = math.inf  # the lowest loss a trial of this objective finished with
 
     # --- pickling, for SparkTrials: the raw arrays travel, each executor bins them once ----------
     def __getstate__(self) -> dict[str, Any]:
@@ -148,6 +166,8 @@ class CrossValidation:
         callbacks: list[Callable[[Any], None]] = [
             lgb.early_stopping(self.early_stopping, first_metric_only=True, verbose=False, min_delta=self.min_delta)
         ]
+        if self.prune and math.isfinite(self.best_loss):
+            callbacks.append(self._pruner(self.best_loss))
         interrupt = self.interrupt
         if interrupt is not None:
 
@@ -156,10 +176,13 @@ class CrossValidation:
                     raise TrialInterrupted(f"abandoned after {env.iteration + 1} boosting rounds")
 
             callbacks.append(check)
-        result = lgb.cv(
-            full, self.dataset, num_boost_round=self.max_rounds, nfold=self.folds,
-            stratified=self.stratified, shuffle=True, seed=self.seed, callbacks=callbacks,
-        )  # fmt: skip
+        try:
+            result = lgb.cv(
+                full, self.dataset, num_boost_round=self.max_rounds, nfold=self.folds,
+                stratified=self.stratified, shuffle=True, seed=self.seed, callbacks=callbacks,
+            )  # fmt: skip
+        except TrialPruned as pruned:
+            return TrialScore(pruned.loss, pruned.rounds, pruned=True)
         if self.dataset._handle is not self._handle:
             self.constructions += 1
             self._handle = self.dataset._handle
@@ -173,7 +196,33 @@ class CrossValidation:
         spread = result.get(std_key)
         std = float(spread[-1]) if isinstance(spread, list) and spread else math.nan
         loss = -value if self.metric in HIGHER_IS_BETTER else value
+        self.best_loss = min(self.best_loss, loss)
         return TrialScore(loss, best, std)
+
+    def _pruner(self, best: float) -> Callable[[Any], None]:
+        """The callback that prunes a trial: after ``PRUNE_AFTER`` patience windows, a trial whose
+        lowest loss so far is above ``best`` by more than ``PRUNE_WINDOWS`` times what that lowest
+        loss gained over the last window would need more than that many windows at its present pace
+        to catch up, and boosting curves only flatten; it ends there, with its lowest loss, and the
+        optimizer learns it was a poor point. A trial that has been below ``best`` is never pruned."""
+        window = self.early_stopping
+        sign = -1.0 if self.metric in HIGHER_IS_BETTER else 1.0
+        losses: list[float] = []
+
+        def prune(env: Any) -> None:
+            entry = next((e for e in env.evaluation_result_list if e[1] == self.metric), None)
+            if entry is None:
+                return
+            losses.append(sign * float(entry[2]))
+            rounds = len(losses)
+            if rounds < PRUNE_AFTER * window:
+                return
+            reached = min(losses)  # the trial at its best so far, and what it gained in the last window
+            gain = min(losses[:-window]) - reached
+            if reached - best > PRUNE_WINDOWS * gain:
+                raise TrialPruned(reached, int(np.argmin(losses)) + 1)
+
+        return prune
 
     def _result_key(self, result: dict[str, Any]) -> str:
         wanted = f"valid {self.metric}-mean"

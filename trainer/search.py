@@ -78,6 +78,18 @@ def params_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(params.items()))
 
 
+def past_points(params: list[Mapping[str, Any]], space: tuple[Dimension, ...] = SPACE) -> list[dict[str, Any]]:
+    """Parameters of earlier cycles (MLflow params: text) as points of the space; a set that does
+    not name every dimension, or names one with something that is not a number, is left out."""
+    points: list[dict[str, Any]] = []
+    for given in params:
+        try:
+            points.append(to_params({d.name: float(given[d.name]) for d in space}, space))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return points
+
+
 def warm_start(params: Mapping[str, Any] | None, space: tuple[Dimension, ...] = SPACE) -> dict[str, Any]:
     """A model's parameters as a point of the space (clipped into it; defaults for missing ones)."""
     given = params or {}
@@ -93,6 +105,7 @@ class Trial:
     seconds: float
     cv_std: float = math.nan
     error: str | None = None
+    pruned: bool = False  # stopped early as hopeless (``trainer.objective``): loss is where it stood
 
     @property
     def ok(self) -> bool:
@@ -136,6 +149,7 @@ class Search:
         spark_parallelism: int = 0,
         start: Mapping[str, Any] | None = None,
         known: Mapping[tuple[tuple[str, Any], ...], TrialScore] | None = None,
+        past: list[dict[str, Any]] | None = None,
     ) -> None:
         if spark_parallelism and optimizer == "gp":
             raise ValueError("Spark runs the tpe and random searches only (hyperopt SparkTrials); use --optimizer tpe")
@@ -150,6 +164,10 @@ class Search:
         self.spark_parallelism = spark_parallelism
         self.start = dict(start or {})  # warm start: e.g. the champion's parameters (missing ones: defaults)
         self.known = dict(known or {})  # scores already measured this cycle, by params_key: not run again
+        # The best points of earlier cycles: evaluated (on this cycle's data) right after ``start``.
+        first = params_key(to_params(self.start_point(), space))
+        self.past = [p for i, p in enumerate(past or []) if params_key(p) != first
+                     and params_key(p) not in {params_key(q) for q in (past or [])[:i]}]  # fmt: skip
         self.trials: list[Trial] = []
         self._record_lock = threading.Lock()
         self._deadline = math.inf
@@ -163,7 +181,7 @@ class Search:
             known = self.known.get(params_key(params))
             score = known if known is not None else self.objective(params)
             trial = Trial(len(self.trials) + 1, params, score.loss, score.best_iteration,
-                          time.perf_counter() - started, score.std)  # fmt: skip
+                          time.perf_counter() - started, score.std, pruned=score.pruned)  # fmt: skip
         except TrialInterrupted:
             self._stopped_by = "stop"
             raise  # the search ends here; the cycle decides what a stop means
@@ -248,7 +266,7 @@ class Search:
         with contextlib.suppress(AllTrialsFailed):
             fmin(
                 fn, self.hyperopt_space(), algo=self.hyperopt_algorithm(), max_evals=self.max_trials,
-                rstate=np.random.default_rng(self.seed), points_to_evaluate=[self.start_point()],
+                rstate=np.random.default_rng(self.seed), points_to_evaluate=self.first_points(),
                 early_stop_fn=early_stop, show_progressbar=False, verbose=False, return_argmin=False,
             )  # fmt: skip
 
@@ -299,6 +317,11 @@ class Search:
         """The first point evaluated: ``start`` where it names a dimension, the defaults elsewhere."""
         return {d.name: float(d.value(self.start.get(d.name, d.start))) for d in self.space}
 
+    def first_points(self) -> list[dict[str, float]]:
+        """``start``, then the past points (within the trial budget), as the optimizers take them."""
+        past = [{d.name: float(p[d.name]) for d in self.space} for p in self.past]
+        return [self.start_point(), *past][: max(1, self.max_trials)]
+
     # --- scikit-optimize: Gaussian process -----------------------------------------------------
     def _run_gp(self) -> None:
         from skopt import gp_minimize
@@ -310,8 +333,8 @@ class Search:
             for d in self.space
         ]  # fmt: skip
         names = [d.name for d in self.space]
-        first = self.start_point()
-        start = [int(first[d.name]) if d.scale == "int" else float(first[d.name]) for d in self.space]
+        x0 = [[int(point[d.name]) if d.scale == "int" else float(point[d.name]) for d in self.space]
+              for point in self.first_points()]  # fmt: skip
 
         def fn(values: list[Any]) -> float:
             trial = self.evaluate(dict(zip(names, values, strict=True)))
@@ -321,9 +344,9 @@ class Search:
             return
         # GP needs a few random points before its model means anything: about a third of the
         # budget, at most 10, after the start point.
-        initial = min(10, max(0, (self.max_trials - 1) // 3)) if self.max_trials > 1 else 0
+        initial = min(10, max(0, (self.max_trials - len(x0)) // 3)) if self.max_trials > len(x0) else 0
         gp_minimize(
-            fn, dimensions, n_calls=self.max_trials, n_initial_points=initial, x0=[start],
+            fn, dimensions, n_calls=self.max_trials, n_initial_points=initial, x0=x0,
             random_state=self.seed, callback=[lambda _result: self.done()], n_jobs=1,
         )  # fmt: skip
 

@@ -123,7 +123,7 @@ class CycleRun:
                 child.info.run_id,
                 metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()],
                 params=[Param(k, text(v)) for k, v in trial.params.items()],
-                tags=[RunTag("streamfit.status", "ok" if trial.ok else "failed")],
+                tags=[RunTag("streamfit.status", "failed" if not trial.ok else "pruned" if trial.pruned else "ok")],
             )
             self.client.set_terminated(child.info.run_id, "FINISHED" if trial.ok else "FAILED")
             return str(child.info.run_id)

@@ -245,3 +245,25 @@ def test_an_unreachable_mlflow_store_fails_the_cycle_and_leaves_the_offset(
             trainer.run_once()
     assert committed(settings, group_id(settings)) is None
     assert read_topic(settings, "models") == []
+
+
+def test_a_cycle_starts_its_search_from_the_best_points_of_the_cycles_before_it(
+    trainer_settings: TrainerSettings, adult: tuple[Path, Path, Path]
+) -> None:
+    settings = trainer_settings(trials=3)
+    base, _, stream = adult
+    with Trainer(settings, progress=False) as trainer:
+        ensure_topics(settings)
+        install_champion(settings, read_table(base).iloc[:50], rounds=1, strong=False)
+        send_observations(settings, read_table(stream).iloc[:200], "income")
+        first = trainer.run_cycle()
+        second = trainer.run_cycle()
+    store = ModelStore(settings)
+    run = store.client.get_run(second.run_id)
+    assert orjson.loads(run.data.tags["streamfit.warm_start_from"]) == [first.run_id]
+    assert "streamfit.warm_start_from" not in store.client.get_run(first.run_id).data.tags
+    trials = {int(c.data.tags["streamfit.trial"]): c.data.params for c in child_runs(store, second.run_id)}
+    # Trial 1 is the champion's point (the fast refit's), then the first cycle's best unless that
+    # is the same point (the order itself: tests/trainer/test_search.py).
+    best = {k: float(v) for k, v in first.best_params.items()}
+    assert any({k: float(trials[n][k]) for k in best} == pytest.approx(best) for n in (1, 2)), (best, trials)

@@ -12,7 +12,7 @@ from common.settings import load_settings
 from tests.trainer.support import synthetic
 from trainer.fit import task_params
 from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
-from trainer.search import SPACE, Search, Trial
+from trainer.search import SPACE, Search, Trial, params_key, past_points, warm_start
 
 
 def cross_validation(task: str = "binary", rows: int = 400) -> CrossValidation:
@@ -120,3 +120,45 @@ def test_an_interrupt_abandons_the_running_trial_between_boosting_rounds(optimiz
     assert run.trials[0].ok
     cv.interrupt = None
     assert cv({**run.trials[0].params}).loss == run.trials[0].loss  # the objective still works afterwards
+
+
+def test_a_trial_that_cannot_catch_up_with_the_best_is_pruned_and_the_best_runs_in_full() -> None:
+    cv = cross_validation(rows=600)
+    cv.max_rounds = 300
+    best = cv({"learning_rate": 0.3, "num_leaves": 31})
+    assert not best.pruned and cv.best_loss == best.loss
+    slow = {"learning_rate": 0.01, "num_leaves": 8}  # far behind after 20 rounds, gaining little per round
+    pruned = cv(slow)
+    assert pruned.pruned and pruned.loss > best.loss and pruned.best_iteration < 300
+    cv.prune = False
+    full = cv(slow)
+    assert not full.pruned and full.best_iteration > pruned.best_iteration
+    # In a search a pruned trial is recorded as such (the optimizer learns it was poor), never the best.
+    result = search(cross_validation(rows=600), "tpe", trials=6, start={"learning_rate": 0.3}).run()
+    assert not result.trials[0].pruned and not result.best.pruned
+    assert all(t.loss >= result.best.loss for t in result.trials if t.pruned)
+
+
+@pytest.mark.parametrize("optimizer", ["tpe", "gp"])
+def test_earlier_cycles_best_points_are_evaluated_right_after_the_start(optimizer: str) -> None:
+    past = past_points(
+        [
+            {
+                "learning_rate": "0.2",
+                "num_leaves": "15",
+                "min_child_weight": "0.01",
+                "feature_fraction": "0.7",
+                "bagging_fraction": "0.8",
+                "lambda_l1": "0.001",
+                "lambda_l2": "1.0",
+                "num_rounds": "40",
+            },
+            {"learning_rate": "0.1"},  # an incomplete set (another space): left out
+            {d.name: str(d.start) for d in SPACE},  # the start itself: not evaluated twice
+        ]
+    )
+    assert len(past) == 2 and past[0]["num_leaves"] == 15 and past[0]["learning_rate"] == 0.2
+    result = search(cross_validation(), optimizer, trials=4, past=past).run()
+    assert result.trials[0].params == warm_start(None)
+    assert result.trials[1].params == past[0]
+    assert len({params_key(t.params) for t in result.trials}) == 4  # the rest explored
