@@ -8,8 +8,15 @@ Two checks over sliding windows, both against the reference profile in the model
 - **live metric**: accuracy (error for regression) over the last ``drift_window`` joined
   observations that this model answered, against the holdout metric the model was promoted on.
 
-When a feature's PSI exceeds ``drift_psi_threshold``, or the live metric falls more than
-``drift_metric_drop`` below the holdout's, the monitor raises an ``Alarm``, at most once per
+- **a step in the live error**: the served error of this model's joined observations, in time
+  order, scanned for a significant step up (``common.change``, the test the trainer uses to find
+  where its training window starts). It needs no full window: an abrupt concept change that
+  moves the error by more than a few points is found within about a hundred observations, where
+  the window's mean takes several hundred to fall ``drift_metric_drop`` below the holdout's.
+
+When a feature's PSI exceeds ``drift_psi_threshold``, the live metric falls more than
+``drift_metric_drop`` below the holdout's, or the live error steps up (while ``drift_metric_drop``
+is on), the monitor raises an ``Alarm``, at most once per
 ``drift_cooldown`` served requests; the service turns it into a ``retrain`` message with reason
 ``drift`` and the features that moved most.
 
@@ -37,6 +44,7 @@ from typing import Any, Final
 import numpy as np
 
 from common.bundle import ModelBundle
+from common.change import MIN_SEGMENT, Change, latest_change
 from common.pipeline import category_key
 from common.profile import PSI_FLOOR, ReferenceProfile
 
@@ -59,6 +67,7 @@ class Alarm:
     holdout: float | None
     window: int
     observations: int
+    step: Change | None = None  # the step up in the live error, when that is a cause
 
     def describe(self) -> str:
         parts = []
@@ -70,6 +79,8 @@ class Alarm:
                 f"live {self.metric} {self.live:.4f} over {self.observations} observations "
                 f"vs holdout {self.holdout:.4f}"
             )
+        if "step" in self.causes and self.step is not None:
+            parts.append(f"live {self.step.describe(self.observations)}")
         return "; ".join(parts)
 
     def details(self) -> dict[str, Any]:
@@ -78,6 +89,9 @@ class Alarm:
         if self.metric is not None and self.live is not None and self.holdout is not None:
             out |= {"metric": self.metric, "live": round(self.live, 6), "holdout": round(self.holdout, 6),
                     "observations": self.observations}  # fmt: skip
+        if self.step is not None:
+            out["step"] = {"at": self.step.at, "before": round(self.step.before, 6),
+                           "after": round(self.step.after, 6), "z": round(self.step.z, 2)}  # fmt: skip
         return out
 
 
@@ -104,6 +118,12 @@ class _Ring:
     @property
     def full(self) -> bool:
         return self.filled == self.size
+
+    def ordered(self) -> np.ndarray:
+        """The rows kept, oldest first."""
+        if not self.full:
+            return self.rows[: self.filled]
+        return np.concatenate([self.rows[self.pos :], self.rows[: self.pos]])
 
 
 @dataclass
@@ -173,6 +193,9 @@ class DriftMonitor:
             )
             if worse > self.metric_drop:
                 causes.append("metric")
+        step = self._step(model) if self.metric_drop > 0 else None
+        if step is not None:
+            causes.append("step")
         if not causes or self.since_alarm < self.cooldown:
             return None
         self.since_alarm = 0
@@ -183,7 +206,7 @@ class DriftMonitor:
             model_version=model.version, causes=tuple(causes), psi=self.overall_psi or 0.0,
             top_features=tuple((model.names[i], float(psi[i])) for i in order), metric=model.metric,
             live=live, holdout=model.holdout, window=self.window,
-            observations=model.live.filled if model.live is not None else 0,
+            observations=model.live.filled if model.live is not None else 0, step=step,
         )  # fmt: skip
 
     def snapshot(self) -> tuple[int, int]:
@@ -278,6 +301,14 @@ class DriftMonitor:
         actual = np.maximum(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0), PSI_FLOOR)
         terms = (actual - model.expected) * np.log(actual / model.expected)
         return np.where(model.valid, terms, 0.0).sum(axis=1)  # type: ignore[no-any-return]
+
+    def _step(self, model: _Model) -> Change | None:
+        """A significant step up in this model's live error (time order), if there is one."""
+        if model.live is None or model.live.filled < 2 * MIN_SEGMENT:
+            return None
+        values = model.live.ordered()[:, 0]
+        errors = values if model.regression else 1.0 - values
+        return latest_change(errors, not model.regression)
 
     def _fold_outcomes(self, model: _Model) -> None:
         outcomes, self.outcomes = self.outcomes, []

@@ -38,8 +38,8 @@ class PredictorMetrics:
             "retrain_signals", "Retrain signals produced (count and drift).", namespace=ns, registry=r
         )
         self.drift_signals = Counter(
-            "drift_signals", "Retrain signals for drift, by cause (psi, metric or psi,metric).", ["cause"],
-            namespace=ns, registry=r,
+            "drift_signals", "Retrain signals for drift, by cause (psi, metric, step; several: joined by commas).",
+            ["cause"], namespace=ns, registry=r,
         )  # fmt: skip
         self.batch_size = Histogram("batch_size", "Records per batch.", namespace=ns, registry=r, buckets=BATCH_SIZES)
         self.batch_seconds = Histogram(

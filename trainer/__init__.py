@@ -5,7 +5,6 @@ promotes the new model only if it beats the champion.
     coalesce.py     pending retrain requests become one cycle (pure)
     recovery.py     what a restarted trainer finishes or skips, so that a reload is never half-done
     cycle.py        one cycle: data, fast refit, search, candidate vs champion, registration, promotion
-    change.py       where the world changed: the latest step up in the served error (pure)
     data.py         base data, observations, time-ordered holdout, recency weights, change (pure rules)
     observations.py the observations topic up to the watermarks, with a local Parquet cache
     objective.py    one trial: lgb.cv with early stopping on the cycle's one Dataset; interruptible

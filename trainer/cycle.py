@@ -21,13 +21,13 @@ from typing import Any, NoReturn
 import numpy as np
 
 from common.bundle import ModelBundle
+from common.change import latest_change
 from common.errors import BundleError
 from common.messages import ModelReload
 from common.model_store import ModelStore
 from common.profile import ReferenceProfile
 from common.settings import Settings
 from trainer import plots
-from trainer.change import latest_change
 from trainer.coalesce import RetrainBatch
 from trainer.data import BaseData, CycleData, Observations, assemble, load_base, select_observations
 from trainer.drift import ADVERSARIAL_ROWS, TrainServeSkew, adversarial_validation, reference_rows

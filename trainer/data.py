@@ -15,7 +15,7 @@ Decisions, and why:
   the champion trained on them. Without observations and without a test split, a seeded random
   ``holdout_share`` of the base rows is held out instead, so that there is always something to
   compare on.
-- **After a change of the world, the new world alone.** When ``trainer.change`` finds the served
+- **After a change of the world, the new world alone.** When ``common.change`` finds the served
   error stepping up at some observation, the holdout is the newest share of the rows after it and
   the model trains on the rest of them. Rows from before it (base data included) are left out by
   default: where the label rule changed (River's SEA, Agrawal and Hyperplane streams) any weight on
@@ -301,7 +301,7 @@ def assemble(
     """Training matrix, weights and holdout for one cycle.
 
     ``change`` is the index of the first observation after a detected change of the world
-    (``trainer.change``). With at least ``MIN_CHANGE_ROWS`` observations after it, the holdout is
+    (``common.change``). With at least ``MIN_CHANGE_ROWS`` observations after it, the holdout is
     the newest of those alone, the model trains on the rest of them, and everything from before
     the change (base rows and older observations) together weighs ``pre_change_weight`` of what the
     new rows weigh (default 0: left out). Without a change the holdout is the newest observations alone once they are

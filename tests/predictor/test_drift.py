@@ -88,10 +88,31 @@ def test_a_falling_live_metric_raises_an_alarm_and_restore_undoes_it(bundle: Mod
     flipped["y"] = np.where(flipped.y == "yes", "no", "yes")  # concept drift: same inputs, other answers
     state = monitor.snapshot()
     alarms = feed(monitor, "1", bundle, flipped)
-    assert len(alarms) == 1 and alarms[0].causes == ("metric",)
+    assert len(alarms) == 1 and "metric" in alarms[0].causes
     assert alarms[0].live is not None and alarms[0].holdout is not None and alarms[0].live < alarms[0].holdout - 0.05
     monitor.restore(state)  # the batch that carried it was not delivered: the alarm may fire again
     assert feed(monitor, "1", bundle, flipped[:100]) != []
+
+
+def test_a_step_in_the_live_error_raises_an_alarm_long_before_the_window_mean_falls(bundle: ModelBundle) -> None:
+    """A change that makes a fifth of the answers wrong: the step is found within 200 observations,
+    while the mean of the 1,000-observation window has moved by under four points."""
+    monitor = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=10_000)
+    assert feed(monitor, "1", bundle, synthetic_frame(1000, seed=21)) == []
+    changed = synthetic_frame(200, seed=22)
+    rng = np.random.default_rng(3)
+    flip = rng.random(len(changed)) < 0.2
+    changed["y"] = np.where(flip, np.where(changed.y == "yes", "no", "yes"), changed.y)
+    alarms = feed(monitor, "1", bundle, changed)
+    assert len(alarms) == 1 and alarms[0].causes == ("step",), alarms
+    step = alarms[0].step
+    assert (
+        step is not None and step.after - step.before > 0.1 and abs(step.at - 800) <= 50
+    )  # in the window: 800 old, 200 new
+    assert alarms[0].details()["step"]["at"] == step.at and "rose from" in alarms[0].describe()
+    assert monitor.live_metric is not None and monitor.live_metric > alarms[0].holdout - 0.05  # type: ignore[operator]
+    quiet = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=0)
+    assert feed(quiet, "1", bundle, synthetic_frame(3000, seed=23)) == []  # no change: no step
 
 
 def test_a_new_model_starts_new_windows_and_old_answers_do_not_count(bundle: ModelBundle) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.change import latest_change
+from common.change import latest_change
 from trainer.promotion import better_share, decide
 
 
