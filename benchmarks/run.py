@@ -146,9 +146,28 @@ def memory(plan: Plan, requests: Requests, pred: Service) -> list[Row]:
 
 def training(b: Bench, plan: Plan) -> list[Row]:
     seed = trainer_cycle.seed_style(b.settings("trainer-seed", trials=plan.trials))
-    cycle = trainer_cycle.cycle(b.settings("trainer", trials=plan.trials))
+    cycle, second = trainer_cycle.cycle(b.settings("trainer", trials=plan.trials), runs=2)
     ratio = cycle.seconds / seed.seconds
+    target = seed.best_cv_loss
+    seed_time, cycle_time = seed.seconds_to(target), cycle.seconds_to(target)
+    quality: list[Row] = [
+        Row("trainer", f"search seconds to the seed-style's best CV loss {target:.5f}, seed-style",
+            seed_time or float("nan"), "s"),
+        Row("trainer", "... cycle" + ("" if cycle_time is not None else " (never reached)"),
+            cycle_time or float("nan"), "s"),
+        Row("trainer", "trials pruned in the cycle's search", float(cycle.pruned), ""),
+    ]  # fmt: skip
+    if seed_time and cycle_time is not None:
+        quality.append(Row("trainer", "time to quality, cycle / seed-style", cycle_time / seed_time, "x", "<= 0.33",
+                           cycle_time / seed_time <= 0.33))  # fmt: skip
+    reached = second.trials_to(cycle.best_cv_loss)
+    quality.append(Row(
+        "trainer", f"second cycle (same data, warm start): trials to the first's best CV loss, of {second.trials}",
+        float(reached) if reached is not None else float("nan"), "", f"<= {second.trials / 3:.1f}",
+        reached is not None and reached <= second.trials / 3,
+    ))  # fmt: skip
     return [
+        *quality,
         Row("trainer", f"cycle, {cycle.trials} trials (search {cycle.search_seconds:.1f} s)", cycle.seconds, "s"),
         Row("trainer", f"seed-style, {seed.trials} trials (search {seed.search_seconds:.1f} s)", seed.seconds, "s"),
         Row("trainer", "cycle / seed-style time", ratio, "x", "<= 0.5", ratio <= 0.5),

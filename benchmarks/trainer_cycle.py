@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
+from common.model_store import ModelStore
 from common.pipeline import FeaturePipeline, read_table
 from common.settings import Settings
 from trainer.fit import evaluate, task_params, train_bundle
@@ -33,15 +36,45 @@ class Training:
     search_seconds: float
     trials: int
     holdout_loss: float
+    curve: tuple[tuple[float, float], ...] = ()  # (search seconds when the trial ended, its CV loss)
+    pruned: int = 0
+
+    @property
+    def best_cv_loss(self) -> float:
+        return min(loss for _, loss in self.curve)
+
+    def seconds_to(self, loss: float) -> float | None:
+        """Search seconds until a trial's CV loss was at most ``loss`` (None: never)."""
+        return next((t for t, value in self.curve if value <= loss + 1e-12), None)
+
+    def trials_to(self, loss: float) -> int | None:
+        return next((i + 1 for i, (_, value) in enumerate(self.curve) if value <= loss + 1e-12), None)
 
 
-def cycle(settings: Settings) -> Training:
+def _curve(trials: list[dict[str, Any]]) -> tuple[tuple[float, float], ...]:
+    elapsed, out = 0.0, []
+    for trial in trials:
+        elapsed += float(trial["seconds"])
+        out.append((elapsed, float(trial["loss"]) if trial["loss"] is not None else float("inf")))
+    return tuple(out)
+
+
+def cycle(settings: Settings, runs: int = 1) -> list[Training]:
+    """``runs`` cycles one after another on the same data: the later ones start their search from
+    the earlier ones' best points (issue 13's warm start)."""
+    out = []
     with Trainer(settings, progress=False) as trainer:
-        started = time.perf_counter()
-        result = trainer.run_cycle()
-        seconds = time.perf_counter() - started
-    log.info("trainer cycle: %s", result.summary())
-    return Training(seconds, result.search_seconds, result.trials, result.candidate_metrics["loss"])
+        for _ in range(runs):
+            started = time.perf_counter()
+            result = trainer.run_cycle()
+            seconds = time.perf_counter() - started
+            log.info("trainer cycle: %s", result.summary())
+            store = ModelStore(settings)
+            local = store.client.download_artifacts(result.run_id, "search/trials.json")
+            trials = orjson.loads(Path(local).read_bytes())
+            out.append(Training(seconds, result.search_seconds, result.trials, result.candidate_metrics["loss"],
+                                _curve(trials), sum(1 for t in trials if t.get("pruned"))))  # fmt: skip
+    return out
 
 
 def _load(settings: Settings, path: Any, pipeline: FeaturePipeline | None = None) -> tuple[Any, ...]:
@@ -70,6 +103,7 @@ def seed_style(settings: Settings) -> Training:
     search = Search(objective, optimizer=settings.optimizer, trials=settings.trials,
                     time_budget=settings.time_budget, seed=settings.seed)  # fmt: skip
     result = search.run()
+    curve = _curve([{"seconds": t.seconds, "loss": t.loss if t.ok else None} for t in result.trials])
     best = result.best
     pipeline, x, y = _load(settings, settings.data_path)
     base = task_params(pipeline, settings)
@@ -80,4 +114,4 @@ def seed_style(settings: Settings) -> Training:
     loss = evaluate(bundle, hx, hy)["loss"]
     seconds = time.perf_counter() - started
     log.info("seed-style trainer: %d trials in %.1fs, holdout loss %.5f", len(result.trials), seconds, loss)
-    return Training(seconds, result.seconds, len(result.trials), loss)
+    return Training(seconds, result.seconds, len(result.trials), loss, curve)

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import numpy as np
@@ -427,7 +427,8 @@ class CycleRunner:
         if champion.metrics is None:
             return None, outcome, known
         started = time.perf_counter()
-        score = known[params_key(fast_params)] = cv(fast_params)
+        score = cv(fast_params)
+        known[params_key(fast_params)] = replace(score, seconds=time.perf_counter() - started)  # the search's trial 1
         fast = self._candidate(context, fast_params, score.best_iteration, score.loss, "fast refit")
         outcome = self._decide(context, fast, register_rejected=False)
         log.info("fast refit of cycle %s in %.1fs (%d rounds): %s", context.run.run_id,

@@ -81,6 +81,7 @@ class TrialScore:
     best_iteration: int
     std: float = math.nan
     pruned: bool = False  # stopped early as hopeless: ``loss`` is where it was, never the best
+    seconds: float = math.nan  # what scoring took, when it was scored before the search (the fast refit)
 
 
 def first_metric(params: dict[str, Any]) -> str:

@@ -180,8 +180,9 @@ class Search:
         try:
             known = self.known.get(params_key(params))
             score = known if known is not None else self.objective(params)
+            seconds = score.seconds if known is not None and math.isfinite(score.seconds) else None
             trial = Trial(len(self.trials) + 1, params, score.loss, score.best_iteration,
-                          time.perf_counter() - started, score.std, pruned=score.pruned)  # fmt: skip
+                          seconds or time.perf_counter() - started, score.std, pruned=score.pruned)  # fmt: skip
         except TrialInterrupted:
             self._stopped_by = "stop"
             raise  # the search ends here; the cycle decides what a stop means
