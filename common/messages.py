@@ -7,7 +7,6 @@ a one-line reason, which the caller dead-letters. Encoding goes through orjson.
 from __future__ import annotations
 
 import base64
-import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -183,10 +182,6 @@ def dead_letter(topic: str, partition: int, offset: int, error: str, raw: bytes 
         source_topic=topic, partition=partition, offset=offset, error=error[:1000],
         payload=payload, payload_encoding=encoding,  # type: ignore[arg-type]
     )  # fmt: skip
-
-
-def now() -> float:
-    return time.time()
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -76,11 +76,6 @@ class RetrainBatch:
         return bool(self.requests) or not self.next_offsets
 
 
-def manual_batch() -> RetrainBatch:
-    """A cycle nobody asked for on the topic (``--once`` with nothing pending, ``run_cycle``)."""
-    return RetrainBatch()
-
-
 def coalesce(records: Iterable[RecordLike], model_name: str, max_bytes: int = 1_000_000) -> RetrainBatch:
     """All the records read in one drain, as one batch. Records must be in offset order per
     partition (as a consumer returns them)."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from common.bundle import ModelBundle
 from common.change import latest_change
-from common.errors import BundleError
+from common.errors import BundleError, TrainServeSkew
 from common.messages import ModelReload
 from common.model_store import ModelStore
 from common.profile import ReferenceProfile
@@ -30,7 +30,7 @@ from common.settings import Settings
 from trainer import plots
 from trainer.coalesce import RetrainBatch
 from trainer.data import BaseData, CycleData, Observations, assemble, load_base, select_observations
-from trainer.drift import ADVERSARIAL_ROWS, TrainServeSkew, adversarial_validation, reference_rows
+from trainer.drift import ADVERSARIAL_ROWS, adversarial_validation, reference_rows
 from trainer.fit import evaluate, row_losses, task_params, train_bundle
 from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
 from trainer.objective import CrossValidation, TrialInterrupted, build_dataset

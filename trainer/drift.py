@@ -22,7 +22,6 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from common.errors import StreamfitError
 from common.pipeline import FeaturePipeline
 from common.profile import REFERENCE_ROWS
 
@@ -83,11 +82,6 @@ def adversarial_validation(
 
 
 # --- train/serve skew --------------------------------------------------------------------------
-
-
-class TrainServeSkew(StreamfitError):
-    """The predictor fed its model other values than the trainer's pipeline makes of the same
-    raw features: a model trained now would learn from another encoding than it is served."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from common.errors import SearchFailed
 from trainer.objective import TrialInterrupted, TrialScore
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class SearchResult:
         ok = [t for t in self.trials if t.ok]
         if not ok:
             errors = "; ".join(sorted({t.error or "non-finite loss" for t in self.trials}))[:500]
-            raise RuntimeError(f"all {len(self.trials)} trials failed: {errors}")
+            raise SearchFailed(f"all {len(self.trials)} trials failed: {errors}")
         return min(ok, key=lambda t: (t.loss, t.number))
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from common.errors import BrokerUnavailable, StreamfitError
+from common.errors import BrokerUnavailable, ConfigError, StreamfitError
 from common.kafka import ensure_topics, make_consumer
 from common.messages import dead_letter
 from common.model_store import ModelStore
@@ -64,6 +64,11 @@ class Trainer:
         group: str | None = None,
         spark_parallelism: int = 0,
     ) -> None:
+        if spark_parallelism and settings.optimizer == "gp":
+            raise ConfigError(
+                "--optimizer gp (STREAMFIT_OPTIMIZER) cannot run on Spark: scikit-optimize's search is sequential; "
+                "use --optimizer tpe or random with --spark-parallelism, or --spark-parallelism 0"
+            )
         self.settings = settings
         self.spark_parallelism = spark_parallelism
         self.group_id = group or group_id(settings)

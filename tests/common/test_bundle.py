@@ -53,5 +53,14 @@ def test_bundle_holds_no_pickle_and_corruption_is_a_bundle_error(bundle: ModelBu
         ModelBundle.from_bytes(buffer.getvalue())
 
 
-def test_warm_up_runs_a_prediction(bundle: ModelBundle) -> None:
-    bundle.warm_up([{"a": 0.1, "c": "y"}])
+def test_warm_up_fails_a_model_that_cannot_read_its_own_pipelines_rows(bundle: ModelBundle) -> None:
+    bundle.warm_up([{"a": 0.1, "c": "y"}])  # a sound model passes
+    rng = np.random.default_rng(1)
+    three = lgb.train(
+        {"objective": "binary", "verbosity": -1, "num_threads": 1},
+        lgb.Dataset(rng.normal(size=(200, 3)), rng.integers(0, 2, 200), params={"verbosity": -1}),
+        5,
+    )
+    broken = ModelBundle(three, bundle.pipeline, {})  # a booster of three features behind a two-feature pipeline
+    with pytest.raises(lgb.basic.LightGBMError, match="number of features"):
+        broken.warm_up()

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from common.errors import StreamfitError
+from common.errors import StreamfitError, TrainServeSkew
 from common.kafka import ensure_topics, make_producer
 from common.messages import DeadLetter, Observation, decode
 from common.model_store import ModelStore
@@ -19,7 +19,7 @@ from common.settings import ADULT_TEST, ADULT_TRAIN
 from sample_app.drift import apply_drift, plan_drift
 from tests.trainer.conftest import TrainerSettings
 from tests.trainer.support import cycle_runs, read_topic, records
-from trainer.drift import TrainServeSkew, adversarial_validation, drift_score, reference_rows, skew
+from trainer.drift import adversarial_validation, drift_score, reference_rows, skew
 from trainer.metrics import SKEW_MISMATCHES
 from trainer.service import Trainer
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from common.errors import SearchFailed
 from common.pipeline import FeaturePipeline
 from common.settings import load_settings
 from tests.trainer.support import synthetic
@@ -98,7 +99,7 @@ def test_all_trials_failing_is_an_error() -> None:
         raise ValueError("no")
 
     result = search(broken, "random", trials=2).run()
-    with pytest.raises(RuntimeError, match="all 2 trials failed"):
+    with pytest.raises(SearchFailed, match="all 2 trials failed"):
         _ = result.best
 
 

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from common.errors import BrokerUnavailable
+from common.errors import BrokerUnavailable, ConfigError
 from common.kafka import ensure_topics
 from common.messages import ModelReload, decode
 from common.model_store import ModelStore
@@ -152,3 +152,8 @@ def test_sigkill_during_a_cycle_reruns_it_and_publishes_exactly_one_reload(
     states = sorted(r.data.tags["streamfit.state"] for r in cycle_runs(store))
     assert states == ["failed", "promoted"]  # the killed cycle's run was closed by the next trainer
     assert messages[0].version == store.champion_version()
+
+
+def test_gp_on_spark_is_refused_at_start_up_naming_the_settings(trainer_settings: TrainerSettings) -> None:
+    with pytest.raises(ConfigError, match=r"--optimizer gp .* cannot run on Spark"):
+        Trainer(trainer_settings(optimizer="gp"), spark_parallelism=2)
