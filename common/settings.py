@@ -168,7 +168,9 @@ class Settings(BaseSettings):
     objective: str | None = _field(None, "LightGBM objective (default follows the task).", "trainer")
     metric: str | None = _field(None, "LightGBM metric (default: binary_logloss, multi_logloss or l2).", "trainer")
     seed: int = _field(42, "Seed of the search and of LightGBM.", "trainer")
-    num_threads: int = _field(0, "LightGBM threads for training (0: all cores).", "trainer", ge=0)
+    num_threads: int = _field(
+        0, "LightGBM threads for training (0: one below 20,000 training rows, all cores above).", "trainer", ge=0
+    )
     spark_parallelism: int = _field(
         0,
         "Run N trials at a time on Spark with hyperopt's SparkTrials (tpe/random; needs the [spark] extra; 0: off).",

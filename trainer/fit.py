@@ -34,6 +34,20 @@ def min_data_per_group(rows: int) -> int:
     return max(10, min(100, rows // 40))
 
 
+ONE_THREAD_BELOW = 20_000  # training rows under which num_threads 0 (auto) means one LightGBM thread
+
+
+def threads(settings: Settings, rows: int | None) -> int:
+    """LightGBM threads for a training set of ``rows``: the setting when it is set; else (0, auto)
+    one below ``ONE_THREAD_BELOW`` rows, all cores above. On two cores a 3-fold ``lgb.cv`` on one
+    thread took 1.29x (3,600 rows) and 1.09x (20,000) the default's time on a quiet machine, and
+    0.24x and 0.53x with two busy processes beside it, as a trainer next to a predictor and a broker
+    has (``benchmarks/lgb_threads.py``, docs/benchmarks.md)."""
+    if settings.num_threads or rows is None or rows >= ONE_THREAD_BELOW:
+        return settings.num_threads
+    return 1
+
+
 def task_params(pipeline: FeaturePipeline, settings: Settings, rows: int | None = None) -> dict[str, Any]:
     """Objective and metric for the task (overridable), and the fixed LightGBM settings (some
     scaled to the ``rows`` trained on, when given)."""
@@ -49,7 +63,7 @@ def task_params(pipeline: FeaturePipeline, settings: Settings, rows: int | None 
         "seed": settings.seed,
         "deterministic": True,
         "force_row_wise": True,
-        "num_threads": settings.num_threads,
+        "num_threads": threads(settings, rows),
     }
     if pipeline.task == "multiclass":
         params["num_class"] = len(pipeline.classes)
