@@ -158,9 +158,9 @@ class Settings(BaseSettings):
         "trainer",
     )
     pre_change_weight: float = _field(
-        0.0,
-        "After a detected change, all rows from before it together weigh this share of the rows after it "
-        "(0: left out).",
+        0.25,
+        "After a detected change the cycle also trains with all rows from before it together weighing this "
+        "share of the rows after it, and keeps whichever the newest holdout prefers (0: the new rows alone).",
         "trainer",
         ge=0,
     )

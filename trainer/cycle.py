@@ -176,6 +176,7 @@ class CycleRunner:
             experiment_id = experiment_id or self.store.experiment_id()  # an unreachable store fails here, first
             self._base = base = load_base(settings, self._base)
             refresh, data = self._read(base)
+            new_world = self._new_world_only(base, data)
             run = CycleRun.start(self.store, experiment_id, f"cycle-{batch.reason}", self._tags(batch, data, refresh))
         except BaseException:
             CYCLES.labels("failed").inc()
@@ -187,7 +188,7 @@ class CycleRunner:
         )  # fmt: skip
         try:
             run.log_params({f"setting.{k}": getattr(settings, k) for k in SEARCH_SETTINGS})
-            result = self._train_and_decide(run, batch, data, refresh, started)
+            result = self._train_and_decide(run, batch, data, refresh, started, new_world)
         except CyclePreempted as exc:
             CYCLES.labels("preempted").inc()
             run.fail_quietly("preempted", str(exc), status="KILLED")
@@ -239,7 +240,20 @@ class CycleRunner:
         return refresh, data
 
     def _too_few(self, data: CycleData, change: int | None) -> bool:
-        return change is not None and (data.change is None or data.rows < self.settings.min_rows)
+        return change is not None and (data.change is None or data.rows_new_world < self.settings.min_rows)
+
+    def _new_world_only(self, base: BaseData, data: CycleData) -> CycleData | None:
+        """After a change with the old rows kept at ``pre_change_weight``: the other variant, the
+        rows after the change alone (``_choose_world`` keeps the better one)."""
+        if data.change is None or data.old_weight == 0 or data.rows_new_world < self.settings.min_rows:
+            return None
+        cached = self.observations
+        observations, invalid = select_observations(
+            base.pipeline, cached.features, cached.labels, cached.observed_at, cached.request_ids,
+            self.settings.missing_features == "reject", cached.served_error,
+        )  # fmt: skip
+        alone = self.settings.model_copy(update={"pre_change_weight": 0.0})
+        return assemble(base, observations, invalid, alone, data.change)
 
     def _read_once(self, base: BaseData) -> tuple[Refresh, CycleData, int | None]:
         settings, cached = self.settings, self.observations
@@ -351,7 +365,13 @@ class CycleRunner:
         )  # fmt: skip
 
     def _train_and_decide(
-        self, run: CycleRun, batch: RetrainBatch, data: CycleData, refresh: Refresh, started: float
+        self,
+        run: CycleRun,
+        batch: RetrainBatch,
+        data: CycleData,
+        refresh: Refresh,
+        started: float,
+        new_world: CycleData | None = None,
     ) -> CycleResult:
         """Fast refit first (the champion's parameters on this cycle's data, crowned at once if it
         beats the champion), then the search warm-started from it; its best model replaces the
@@ -370,13 +390,12 @@ class CycleRunner:
             run.finish()
             return self._result(run, batch, data, refresh, started, "too_few_rows")
 
+        champion = self._champion(data)
+        if new_world is not None:
+            data = self._choose_world(run, data, new_world, champion)
         params = task_params(pipeline, settings, data.rows)
         dataset = build_dataset(pipeline, data.x, data.y, data.weight, params)
-        cv = CrossValidation(
-            dataset, params, folds=settings.cv_folds, max_rounds=settings.max_rounds,
-            early_stopping=settings.early_stopping, seed=settings.seed, stratified=pipeline.task != "regression",
-        )  # fmt: skip
-        champion = self._champion(data)
+        cv = self._cross_validation(dataset, params, pipeline.task)
         context = _Context(run, batch, data, refresh, params, dataset, champion)
 
         cv.interrupt = self._stop_search  # a stop or a waiting drift request ends a trial between rounds
@@ -416,6 +435,37 @@ class CycleRunner:
             search_seconds=result.seconds, fast_refit=fast_outcome.decision.reason,
             fast_version=fast_outcome.version if fast_outcome.promoted else None,
         )  # fmt: skip
+
+    def _cross_validation(self, dataset: Any, params: dict[str, Any], task: str) -> CrossValidation:
+        settings = self.settings
+        return CrossValidation(
+            dataset, params, folds=settings.cv_folds, max_rounds=settings.max_rounds,
+            early_stopping=settings.early_stopping, seed=settings.seed, stratified=task != "regression",
+        )  # fmt: skip
+
+    def _choose_world(self, run: CycleRun, kept: CycleData, alone: CycleData, champion: _Champion) -> CycleData:
+        """Of the two variants of the data after a change (older rows kept at a share of the weight,
+        or the new rows alone), the one whose fast refit (the champion's parameters) scores better on
+        the holdout they share. Where the whole label rule changed the old rows mislead; where a part
+        of it did they fill in what the new rows have not shown yet; the new world says which."""
+        pipeline, scores = kept.pipeline, []
+        started = time.perf_counter()
+        for data in (kept, alone):
+            params = task_params(pipeline, self.settings, data.rows)
+            dataset = build_dataset(pipeline, data.x, data.y, data.weight, params)
+            point = {**params, **warm_start(champion.params)}
+            score = self._cross_validation(dataset, params, pipeline.task)(point)
+            bundle = train_bundle(pipeline, dataset, point, score.best_iteration, {})
+            scores.append(evaluate(bundle, *data.holdout.matrix(pipeline))["loss"])
+        chosen = kept if scores[0] <= scores[1] else alone
+        log.info("after the change: holdout loss %.5g with the older rows at %.2f of the weight, %.5g without "
+                 "them: training %s them (%.1fs)", scores[0], kept.old_weight, scores[1],
+                 "with" if chosen is kept else "without", time.perf_counter() - started)  # fmt: skip
+        run.set_tags({"streamfit.old_rows": f"{'kept' if chosen is kept else 'left out'} (holdout loss "
+                      f"{scores[0]:.5g} with them at {kept.old_weight:g}, {scores[1]:.5g} without)",
+                      "streamfit.data_hash": chosen.hash,
+                      **{f"streamfit.{k}": v for k, v in chosen.counts().items()}})  # fmt: skip
+        return chosen
 
     def _fast_refit(self, context: _Context, cv: CrossValidation) -> tuple[_Candidate | None, _Outcome, dict[Any, Any]]:
         """The champion's parameters on the data of this cycle, crowned at once if it beats the

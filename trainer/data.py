@@ -15,14 +15,14 @@ Decisions, and why:
   the champion trained on them. Without observations and without a test split, a seeded random
   ``holdout_share`` of the base rows is held out instead, so that there is always something to
   compare on.
-- **After a change of the world, the new world alone.** When ``common.change`` finds the served
+- **After a change of the world, the new world decides.** When ``common.change`` finds the served
   error stepping up at some observation, the holdout is the newest share of the rows after it and
-  the model trains on the rest of them. Rows from before it (base data included) are left out by
-  default: where the label rule changed (River's SEA, Agrawal and Hyperplane streams) any weight on
-  them made the next model worse at every size of the new world tried, 300 to 4,000 rows, by up to
-  28 points; on Adult with the demo's partial drift it made half a point of difference either way
-  (``benchmarks/old_rows.py``, figures in docs/benchmarks.md). ``pre_change_weight`` keeps them,
-  together weighing that share of the new rows, for a change that leaves most of the old world true.
+  the model trains on the rest of them, plus, in one of two variants, every row from before it
+  (base data included) together weighing ``pre_change_weight`` (default a quarter) of the new rows.
+  The cycle scores both (``trainer.cycle``) and keeps the one the holdout prefers: where the whole
+  label rule changed (River's SEA and Agrawal) the old rows cost up to 28 points, where only a
+  segment did and the old rows are many (the demo: 32,561 Adult rows) they hold what the new rows
+  have not shown yet (``benchmarks/old_rows.py``, docs/benchmarks.md).
 - **Observations are weighted by recency.** A base row weighs 1; the newest training
   observation weighs ``observation_weight`` (default 3) and the weight halves every ``half_life``
   observations (default 2,000). With the defaults the newest few thousand observations, a few
@@ -229,6 +229,12 @@ class CycleData:
     hash: str
     change: int | None = None  # index of the first observation after a detected change (None: no change)
     rows_after_change: int = 0
+    old_weight: float = 0.0  # after a change: the share of the new rows' weight all older rows got
+
+    @property
+    def rows_new_world(self) -> int:
+        """Training rows from after the change (all of them without a change)."""
+        return self.rows_after_change - self.rows_observations_holdout if self.change is not None else self.rows
 
     @property
     def rows(self) -> int:
@@ -304,7 +310,7 @@ def assemble(
     (``common.change``). With at least ``MIN_CHANGE_ROWS`` observations after it, the holdout is
     the newest of those alone, the model trains on the rest of them, and everything from before
     the change (base rows and older observations) together weighs ``pre_change_weight`` of what the
-    new rows weigh (default 0: left out). Without a change the holdout is the newest observations alone once they are
+    new rows weigh (0: left out). Without a change the holdout is the newest observations alone once they are
     ``holdout_min`` rows, and the base data set's test split plus them before that.
     """
     pipeline = base.pipeline
@@ -379,4 +385,5 @@ def _assemble_after_change(
         rows_observations=len(train_new) + (len(before) if keep_old else 0), rows_observations_holdout=len(held),
         rows_observations_valid=n, rows_observations_invalid=invalid, rows_test=0,
         hash=data_hash(pipeline, x, y, w), change=change, rows_after_change=len(after),
+        old_weight=settings.pre_change_weight if keep_old else 0.0,
     )  # fmt: skip

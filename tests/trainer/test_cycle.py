@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -225,11 +226,20 @@ def test_a_cycle_just_after_a_change_waits_for_rows_of_the_new_world(
             _send_served(settings, more, start + 400, changed=True)
             result = cycle.result(timeout=300)
     assert result is not None and result.state != "too_few_rows", result
-    assert result.counts["rows_base"] == 0 and result.counts["rows_after_change"] == 350
-    assert result.counts["rows"] == 280  # the newest 20% of the 350 are the holdout
+    assert result.counts["rows_after_change"] == 350  # 280 to train on: the newest 20% are the holdout
     run = ModelStore(settings).client.get_run(result.run_id)
     assert run.data.tags["streamfit.change_at"] == "250"
     assert run.data.tags["streamfit.holdout"] == "newest observations after the change"
+    # Trained twice, with the 2,250 older rows at a quarter of the weight and without them; the
+    # holdout chose, and the cycle trained on what it chose.
+    old_rows = run.data.tags["streamfit.old_rows"]
+    found = re.search(r"holdout loss (\S+) with them at 0.25, (\S+) without", old_rows)
+    assert found is not None, old_rows
+    with_old, without = float(found[1]), float(found[2])
+    assert old_rows.startswith("kept" if with_old <= without else "left out"), old_rows
+    expected = (2000 + 250 + 280, 2000) if with_old <= without else (280, 0)
+    assert (result.counts["rows"], result.counts["rows_base"]) == expected
+    assert run.data.tags["streamfit.rows"] == str(expected[0])
 
 
 def test_an_unreachable_mlflow_store_fails_the_cycle_and_leaves_the_offset(
