@@ -160,7 +160,8 @@ class Settings(BaseSettings):
     pre_change_weight: float = _field(
         0.25,
         "After a detected change the cycle also trains with all rows from before it together weighing this "
-        "share of the rows after it, and keeps whichever the newest holdout prefers (0: the new rows alone).",
+        "share of the rows after it, and keeps them if the newest holdout prefers them with "
+        "--promotion-confidence (0: the new rows alone).",
         "trainer",
         ge=0,
     )

@@ -445,24 +445,33 @@ class CycleRunner:
 
     def _choose_world(self, run: CycleRun, kept: CycleData, alone: CycleData, champion: _Champion) -> CycleData:
         """Of the two variants of the data after a change (older rows kept at a share of the weight,
-        or the new rows alone), the one whose fast refit (the champion's parameters) scores better on
-        the holdout they share. Where the whole label rule changed the old rows mislead; where a part
-        of it did they fill in what the new rows have not shown yet; the new world says which."""
-        pipeline, scores = kept.pipeline, []
+        or the new rows alone), the new rows alone unless the old rows' fast refit (the champion's
+        parameters) beats it on the holdout they share with the confidence promotion asks. Where the
+        whole label rule changed the old rows mislead; where a part of it did they fill in what the
+        new rows have not shown yet; the new world says which."""
+        pipeline, scores, losses = kept.pipeline, [], []
         started = time.perf_counter()
+        hx, hy = kept.holdout.matrix(pipeline)
         for data in (kept, alone):
             params = task_params(pipeline, self.settings, data.rows)
             dataset = build_dataset(pipeline, data.x, data.y, data.weight, params)
             point = {**params, **warm_start(champion.params)}
             score = self._cross_validation(dataset, params, pipeline.task)(point)
             bundle = train_bundle(pipeline, dataset, point, score.best_iteration, {})
-            scores.append(evaluate(bundle, *data.holdout.matrix(pipeline))["loss"])
-        chosen = kept if scores[0] <= scores[1] else alone
-        log.info("after the change: holdout loss %.5g with the older rows at %.2f of the weight, %.5g without "
-                 "them: training %s them (%.1fs)", scores[0], kept.old_weight, scores[1],
-                 "with" if chosen is kept else "without", time.perf_counter() - started)  # fmt: skip
+            scores.append(evaluate(bundle, hx, hy)["loss"])
+            losses.append(row_losses(bundle, hx, hy))
+        # The rows after the change describe the world; the old ones must prove they help, as a
+        # candidate must beat the champion: in promotion_confidence of paired bootstrap resamples.
+        share = better_share(losses[0], losses[1], self.settings.seed)
+        confidence = self.settings.promotion_confidence
+        chosen = kept if scores[0] < scores[1] and (confidence == 0 or share >= confidence) else alone
+        log.info("after the change: holdout loss %.5g with the older rows at %.2f of the weight (better in %.0f%% "
+                 "of paired resamples), %.5g without them: training %s them (%.1fs)", scores[0], kept.old_weight,
+                 100 * share, scores[1], "with" if chosen is kept else "without",
+                 time.perf_counter() - started)  # fmt: skip
         run.set_tags({"streamfit.old_rows": f"{'kept' if chosen is kept else 'left out'} (holdout loss "
-                      f"{scores[0]:.5g} with them at {kept.old_weight:g}, {scores[1]:.5g} without)",
+                      f"{scores[0]:.5g} with them at {kept.old_weight:g}, {scores[1]:.5g} without; with them better "
+                      f"in {share:.0%} of paired resamples)",
                       "streamfit.data_hash": chosen.hash,
                       **{f"streamfit.{k}": v for k, v in chosen.counts().items()}})  # fmt: skip
         return chosen
