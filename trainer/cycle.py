@@ -308,6 +308,8 @@ class CycleRunner:
     def _measure_drift(self, run: CycleRun, data: CycleData) -> None:
         pipeline = data.pipeline
         base = data.x[: data.rows_base]
+        if not len(base) and self._base is not None:  # new world alone: base data is the reference
+            base = pipeline.transform_frame(self._base.frame)
         newest = data.x[data.rows_base :]
         if len(data.holdout.observations):
             newest = np.vstack([newest, pipeline.transform(data.holdout.observations.features)])
