@@ -194,7 +194,10 @@ def test_a_drift_is_detected_retrained_and_recovered_from(
     tags = dict(store.client.get_model_version(settings.model_name, champion).tags)
     assert tags["streamfit.reason"] == "drift"
     run = store.client.get_run(tags["streamfit.run_id"])
-    assert "hours_per_week" in orjson.loads(run.data.tags["streamfit.drift_requested_for"])
+    # The moved feature is the one the cycle's drift report ranks first (a retrain asked for by a step
+    # in the live error may come before the predictor's PSI window has seen much of the shift).
+    psi = {k.removeprefix("psi."): v for k, v in run.data.metrics.items() if k.startswith("psi.")}
+    assert max(psi, key=psi.__getitem__) == "hours_per_week", psi
     assert run.data.metrics["drift_score"] > 0.3  # the cycle's adversarial validation saw it too
 
     # 3. Recovery, and the frozen model on exactly the same requests.
