@@ -175,8 +175,8 @@ class CycleRunner:
         try:
             experiment_id = experiment_id or self.store.experiment_id()  # an unreachable store fails here, first
             self._base = base = load_base(settings, self._base)
-            refresh, data = self._read(base)
-            new_world = self._new_world_only(base, data)
+            refresh, data, observations = self._read(base)
+            new_world = self._new_world_only(base, data, observations)
             run = CycleRun.start(self.store, experiment_id, f"cycle-{batch.reason}", self._tags(batch, data, refresh))
         except BaseException:
             CYCLES.labels("failed").inc()
@@ -210,15 +210,15 @@ class CycleRunner:
         return result
 
     # --- the steps --------------------------------------------------------------------------
-    def _read(self, base: BaseData) -> tuple[Refresh, CycleData]:
+    def _read(self, base: BaseData) -> tuple[Refresh, CycleData, tuple[Observations, int]]:
         """The observations up to the watermarks, and the cycle's data from them. Just after a
         change of the world there may be too few rows of the new world to train on (it takes
         ``MIN_CHANGE_ROWS``, and ``min_rows`` once the old rows are left out); then the cycle reads
         again as they arrive, for at most ``NEW_WORLD_WAIT`` seconds (``NEW_WORLD_IDLE`` without a
         new one), instead of training on the old world once more or publishing nothing."""
-        refresh, data, change = self._read_once(base)
+        refresh, data, change, observations = self._read_once(base)
         if not self._too_few(data, change):
-            return refresh, data
+            return refresh, data, observations
         assert change is not None
         log.info("%d observations after the change of the world: waiting up to %.0fs for enough to train on",
                  data.rows_observations_valid - change, NEW_WORLD_WAIT)  # fmt: skip
@@ -227,35 +227,31 @@ class CycleRunner:
             if self._stop_search():
                 break
             time.sleep(0.5)
-            more, data, change = self._read_once(base)
+            more, data, change, observations = self._read_once(base)
             refresh = refresh.then(more)
             if more.read:
                 last_new = time.monotonic()
             if not self._too_few(data, change):
                 log.info("%d observations after the change after %.1fs: training on them",
                          data.rows_after_change, time.monotonic() - started)  # fmt: skip
-                return refresh, data
+                return refresh, data, observations
         log.info("still too few rows after the change (%d observations after it): training on what there is",
                  data.rows_observations_valid - (change or 0))  # fmt: skip
-        return refresh, data
+        return refresh, data, observations
 
     def _too_few(self, data: CycleData, change: int | None) -> bool:
         return change is not None and (data.change is None or data.rows_new_world < self.settings.min_rows)
 
-    def _new_world_only(self, base: BaseData, data: CycleData) -> CycleData | None:
+    def _new_world_only(self, base: BaseData, data: CycleData, selected: tuple[Observations, int]) -> CycleData | None:
         """After a change with the old rows kept at ``pre_change_weight``: the other variant, the
-        rows after the change alone (``_choose_world`` keeps the better one)."""
+        rows after the change alone (``_choose_world`` keeps the better one), from the same
+        ``selected`` observations."""
         if data.change is None or data.old_weight == 0 or data.rows_new_world < self.settings.min_rows:
             return None
-        cached = self.observations
-        observations, invalid = select_observations(
-            base.pipeline, cached.features, cached.labels, cached.observed_at, cached.request_ids,
-            self.settings.missing_features == "reject", cached.served_error,
-        )  # fmt: skip
         alone = self.settings.model_copy(update={"pre_change_weight": 0.0})
-        return assemble(base, observations, invalid, alone, data.change)
+        return assemble(base, *selected, alone, data.change)
 
-    def _read_once(self, base: BaseData) -> tuple[Refresh, CycleData, int | None]:
+    def _read_once(self, base: BaseData) -> tuple[Refresh, CycleData, int | None, tuple[Observations, int]]:
         settings, cached = self.settings, self.observations
         refresh = cached.refresh(base.pipeline, self.publisher.dead_letter, self.publisher.flush)
         self._check_skew(refresh)
@@ -264,7 +260,7 @@ class CycleRunner:
             settings.missing_features == "reject", cached.served_error,
         )  # fmt: skip
         change = self._find_change(observations, base.pipeline.task)
-        return refresh, assemble(base, observations, invalid, settings, change), change
+        return refresh, assemble(base, observations, invalid, settings, change), change, (observations, invalid)
 
     def _find_change(self, observations: Observations, task: str) -> int | None:
         """The first observation of the current world: the latest step up in the served error, at or
