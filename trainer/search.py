@@ -166,9 +166,12 @@ class Search:
         self.start = dict(start or {})  # warm start: e.g. the champion's parameters (missing ones: defaults)
         self.known = dict(known or {})  # scores already measured this cycle, by params_key: not run again
         # The best points of earlier cycles: evaluated (on this cycle's data) right after ``start``.
-        first = params_key(to_params(self.start_point(), space))
-        self.past = [p for i, p in enumerate(past or []) if params_key(p) != first
-                     and params_key(p) not in {params_key(q) for q in (past or [])[:i]}]  # fmt: skip
+        seen = {params_key(to_params(self.start_point(), space))}
+        self.past: list[dict[str, Any]] = []
+        for point in past or []:
+            if params_key(point) not in seen:  # the start, or a point already taken: once is enough
+                seen.add(params_key(point))
+                self.past.append(point)
         self.trials: list[Trial] = []
         self._record_lock = threading.Lock()
         self._deadline = math.inf
