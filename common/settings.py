@@ -81,7 +81,11 @@ class Settings(BaseSettings):
     batch_size: int = _field(500, "Most requests answered by one predict call.", "predictor", ge=1)
     batch_timeout_ms: int = _field(20, "Longest wait for a batch to fill, in milliseconds.", "predictor", ge=0)
     retrain_every: int = _field(
-        1000, "Ask for a retrain after this many labelled observations (0: never).", "predictor", ge=0
+        1000,
+        "Ask for a retrain after this many labelled observations (0: never); after a drift alarm sooner, after "
+        "an eighth, a quarter and a half of it, then this many again.",
+        "predictor",
+        ge=0,
     )
     pending_max: int = _field(200_000, "Most served requests kept while they wait for their label.", "predictor", ge=1)
     pending_max_age: float = _field(

@@ -226,11 +226,11 @@ class Predictor:
         observations = self._predict(intake, model, outputs)
         observations += self._join_labels(intake, outputs)
         self._dead_letters(intake, outputs)
-        due = self.retrain.add(observations)
-        if due:
+        if due := self.retrain.add(observations):
             self._signal(due, outputs)
         if alarm := self.drift.check():
             self._signal_drift(alarm, outputs)
+            self.retrain.drifted()
         if not self._deliver(outputs, batch, consumer, producer):
             self.join.rollback()
             self.retrain.restore(retrain_state)
@@ -315,15 +315,15 @@ class Predictor:
                 rejection.reason[:300],
             )  # fmt: skip
 
-    def _signal(self, due: int, outputs: list[Output]) -> None:
-        key, every = self.settings.model_name.encode(), self.retrain.every
-        for _ in range(due):
-            message = Retrain(reason="count", observations=every, requested_at=time.time())
+    def _signal(self, due: list[int], outputs: list[Output]) -> None:
+        key = self.settings.model_name.encode()
+        for step in due:
+            message = Retrain(reason="count", observations=step, requested_at=time.time())
             outputs.append((self.topics["retrain"], key, message.encode(), None))
-        self.metrics.retrain_signals.inc(due)
+        self.metrics.retrain_signals.inc(len(due))
         log.info(
             "retrain signal for model %s: %d more observations (%d in all from this replica)",
-            self.settings.model_name, every * due, self.retrain.total,
+            self.settings.model_name, sum(due), self.retrain.total,
         )  # fmt: skip
 
     def _signal_drift(self, alarm: Alarm, outputs: list[Output]) -> None:

@@ -33,7 +33,7 @@ from trainer.data import BaseData, CycleData, Observations, assemble, load_base,
 from trainer.drift import ADVERSARIAL_ROWS, adversarial_validation, reference_rows
 from trainer.fit import evaluate, row_losses, task_params, train_bundle
 from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
-from trainer.objective import CrossValidation, TrialInterrupted, build_dataset
+from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
 from trainer.observations import ObservationLog, Refresh
 from trainer.progress import SearchProgress
 from trainer.promotion import Decision, better_share, decide
@@ -389,16 +389,16 @@ class CycleRunner:
             return self._result(run, batch, data, refresh, started, "too_few_rows")
 
         champion = self._champion(data)
-        if new_world is not None:
-            data = self._choose_world(run, data, new_world, champion)
-        params = task_params(pipeline, settings, data.rows)
-        dataset = build_dataset(pipeline, data.x, data.y, data.weight, params)
-        cv = self._cross_validation(dataset, params, pipeline.task)
-        context = _Context(run, batch, data, refresh, params, dataset, champion)
-
-        cv.interrupt = self._stop_search  # a stop or a waiting drift request ends a trial between rounds
         try:
-            fast, fast_outcome, known = self._fast_refit(context, cv)
+            fast_score: TrialScore | None = None
+            if new_world is not None:
+                data, dataset, fast_score = self._choose_world(run, data, new_world, champion)
+            params = task_params(pipeline, settings, data.rows)
+            if fast_score is None:
+                dataset = build_dataset(pipeline, data.x, data.y, data.weight, params)
+            cv = self._cross_validation(dataset, params, pipeline.task)
+            context = _Context(run, batch, data, refresh, params, dataset, champion)
+            fast, fast_outcome, known = self._fast_refit(context, cv, fast_score)
             fast_params = warm_start(champion.params)
             result = self._search(context, cv, fast_params, known, self._past_points(run, pipeline.task))
         except TrialInterrupted as exc:
@@ -435,34 +435,43 @@ class CycleRunner:
         )  # fmt: skip
 
     def _cross_validation(self, dataset: Any, params: dict[str, Any], task: str) -> CrossValidation:
+        """The cycle's objective; a stop or a waiting drift request ends it between boosting rounds."""
         settings = self.settings
-        return CrossValidation(
+        cv = CrossValidation(
             dataset, params, folds=settings.cv_folds, max_rounds=settings.max_rounds,
             early_stopping=settings.early_stopping, seed=settings.seed, stratified=task != "regression",
         )  # fmt: skip
+        cv.interrupt = self._stop_search
+        return cv
 
-    def _choose_world(self, run: CycleRun, kept: CycleData, alone: CycleData, champion: _Champion) -> CycleData:
+    def _choose_world(
+        self, run: CycleRun, kept: CycleData, alone: CycleData, champion: _Champion
+    ) -> tuple[CycleData, Any, TrialScore]:
         """Of the two variants of the data after a change (older rows kept at a share of the weight,
         or the new rows alone), the new rows alone unless the old rows' fast refit (the champion's
         parameters) beats it on the holdout they share with the confidence promotion asks. Where the
         whole label rule changed the old rows mislead; where a part of it did they fill in what the
-        new rows have not shown yet; the new world says which."""
-        pipeline, scores, losses = kept.pipeline, [], []
+        new rows have not shown yet; the new world says which. Returns the chosen variant with its
+        Dataset and the cross-validation of its fast refit (which the fast refit reuses)."""
+        pipeline, scores, losses, built = kept.pipeline, [], [], []
         started = time.perf_counter()
         hx, hy = kept.holdout.matrix(pipeline)
         for data in (kept, alone):
+            began = time.perf_counter()
             params = task_params(pipeline, self.settings, data.rows)
             dataset = build_dataset(pipeline, data.x, data.y, data.weight, params)
             point = {**params, **warm_start(champion.params)}
-            score = self._cross_validation(dataset, params, pipeline.task)(point)
+            score = self._cross_validation(dataset, params, pipeline.task)(warm_start(champion.params))
             bundle = train_bundle(pipeline, dataset, point, score.best_iteration, {})
             scores.append(evaluate(bundle, hx, hy)["loss"])
             losses.append(row_losses(bundle, hx, hy))
+            built.append((dataset, replace(score, seconds=time.perf_counter() - began)))
         # The rows after the change describe the world; the old ones must prove they help, as a
         # candidate must beat the champion: in promotion_confidence of paired bootstrap resamples.
         share = better_share(losses[0], losses[1], self.settings.seed)
         confidence = self.settings.promotion_confidence
-        chosen = kept if scores[0] < scores[1] and (confidence == 0 or share >= confidence) else alone
+        keep = scores[0] < scores[1] and (confidence == 0 or share >= confidence)
+        chosen = kept if keep else alone
         log.info("after the change: holdout loss %.5g with the older rows at %.2f of the weight (better in %.0f%% "
                  "of paired resamples), %.5g without them: training %s them (%.1fs)", scores[0], kept.old_weight,
                  100 * share, scores[1], "with" if chosen is kept else "without",
@@ -472,11 +481,15 @@ class CycleRunner:
                       f"in {share:.0%} of paired resamples)",
                       "streamfit.data_hash": chosen.hash,
                       **{f"streamfit.{k}": v for k, v in chosen.counts().items()}})  # fmt: skip
-        return chosen
+        dataset, score = built[0 if keep else 1]
+        return chosen, dataset, score
 
-    def _fast_refit(self, context: _Context, cv: CrossValidation) -> tuple[_Candidate | None, _Outcome, dict[Any, Any]]:
+    def _fast_refit(
+        self, context: _Context, cv: CrossValidation, score: TrialScore | None = None
+    ) -> tuple[_Candidate | None, _Outcome, dict[Any, Any]]:
         """The champion's parameters on the data of this cycle, crowned at once if it beats the
-        champion. With no champion to beat (no bootstrap), the search alone decides."""
+        champion (``score``: their cross-validation, when it is known already). With no champion to
+        beat (no bootstrap), the search alone decides."""
         champion = context.champion
         fast_params = warm_start(champion.params)
         known: dict[Any, Any] = {}
@@ -484,8 +497,10 @@ class CycleRunner:
         if champion.metrics is None:
             return None, outcome, known
         started = time.perf_counter()
-        score = cv(fast_params)
-        known[params_key(fast_params)] = replace(score, seconds=time.perf_counter() - started)  # the search's trial 1
+        if score is None:
+            score = replace(cv(fast_params), seconds=time.perf_counter() - started)
+        cv.best_loss = min(cv.best_loss, score.loss)  # the search's pruning measures trials against it
+        known[params_key(fast_params)] = score  # the search's trial 1
         fast = self._candidate(context, fast_params, score.best_iteration, score.loss, "fast refit")
         outcome = self._decide(context, fast, register_rejected=False)
         log.info("fast refit of cycle %s in %.1fs (%d rounds): %s", context.run.run_id,

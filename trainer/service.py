@@ -40,7 +40,7 @@ from trainer.recovery import close_interrupted_cycles, completed_run_for, finish
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST = 5.0
-PREEMPT_CHECK_EVERY = 2.0  # seconds between two looks for a drift request behind a running count cycle
+PREEMPT_CHECK_EVERY = 0.25  # seconds between two looks for a drift request behind a running count cycle
 BACKOFF_MAX = 300.0
 
 
@@ -262,45 +262,52 @@ class Trainer:
 
     def _drift_watch(self, batch: RetrainBatch) -> Callable[[], bool]:
         """For a count (or manual) cycle answering retrain offsets: a check, at most every
-        ``PREEMPT_CHECK_EVERY`` seconds, of whether a drift request has arrived behind the batch.
-        A drift cycle is never preempted."""
+        ``PREEMPT_CHECK_EVERY`` seconds, of whether a drift request has arrived behind the batch
+        (each look reads only the requests that arrived since the last). A drift cycle is never
+        preempted."""
         if batch.reason == "drift" or not batch.next_offsets:
             return lambda: False
-        last = time.monotonic()
+        last = 0.0  # the first look is at once: the request may be there already
+        seen = dict(batch.next_offsets)  # per partition: the first offset not looked at yet
+        found = False
 
         def waiting() -> bool:
-            nonlocal last
-            if time.monotonic() - last < PREEMPT_CHECK_EVERY:
-                return False
+            nonlocal last, found
+            if found or time.monotonic() - last < PREEMPT_CHECK_EVERY:
+                return found
             last = time.monotonic()
             try:
-                return self._drift_pending(batch)
+                found = self._drift_pending(batch.topic, seen)
+                return found
             except Exception as exc:  # noqa: BLE001 - a failed peek only means no preemption
                 log.debug("could not look for drift requests behind the cycle: %s", exc)
                 return False
 
         return waiting
 
-    def _drift_pending(self, batch: RetrainBatch) -> bool:
-        """Whether a drift request for this model waits on the retrain topic after ``batch``."""
+    def _drift_pending(self, topic: str, seen: dict[int, int]) -> bool:
+        """Whether a drift request for this model is among the retrain requests from ``seen`` on
+        (which moves past what was read)."""
         from kafka import TopicPartition
 
         if self._peek is None:
             self._peek = make_consumer(self.settings, None, client_id="streamfit-trainer-peek")
         peek = self._peek
-        tps = [TopicPartition(batch.topic, p) for p in batch.next_offsets]
+        tps = [TopicPartition(topic, p) for p in seen]
         ends = peek.end_offsets(tps)
-        behind = [tp for tp in tps if ends[tp] > batch.next_offsets[tp.partition]]
+        behind = [tp for tp in tps if ends[tp] > seen[tp.partition]]
         if not behind:
             return False
         peek.assign(behind)
         for tp in behind:
-            peek.seek(tp, batch.next_offsets[tp.partition])
+            peek.seek(tp, seen[tp.partition])
         records: list[Any] = []
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and any(peek.position(tp) < ends[tp] for tp in behind):
             for polled in peek.poll(timeout_ms=200).values():
                 records.extend(polled)
+        for tp in behind:
+            seen[tp.partition] = peek.position(tp)
         waiting = coalesce(records, self.settings.model_name, self.settings.max_message_bytes)
         return any(request.reason == "drift" for request in waiting.requests)
 
