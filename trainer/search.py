@@ -255,14 +255,20 @@ class Search:
         from hyperopt import STATUS_FAIL, STATUS_OK, fmin
         from hyperopt.exceptions import AllTrialsFailed
 
+        interrupted: list[TrialInterrupted] = []
+
         def fn(raw: dict[str, Any]) -> dict[str, Any]:
-            trial = self.evaluate(raw)
+            try:
+                trial = self.evaluate(raw)
+            except TrialInterrupted as exc:  # hyperopt would log it as a job error: hand it over instead
+                interrupted.append(exc)
+                return {"status": STATUS_FAIL}
             if not trial.ok:
                 return {"status": STATUS_FAIL}
             return {"status": STATUS_OK, "loss": trial.loss}
 
         def early_stop(_trials: Any, *args: Any) -> tuple[bool, tuple[Any, ...]]:
-            return self.done(), args
+            return bool(interrupted) or self.done(), args
 
         if self.done():
             return
@@ -274,6 +280,8 @@ class Search:
                 rstate=np.random.default_rng(self.seed), points_to_evaluate=self.first_points(),
                 early_stop_fn=early_stop, show_progressbar=False, verbose=False, return_argmin=False,
             )  # fmt: skip
+        if interrupted:
+            raise interrupted[0]
 
     # --- hyperopt on Spark ------------------------------------------------------------------------
     def _run_spark(self) -> None:
