@@ -77,3 +77,11 @@ def _no_stray_streamfit_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def unique_group() -> str:
     return f"g{uuid.uuid4().hex[:10]}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the broker talks to Kafka: it carries the ``kafka`` marker whether its module
+    says so or not, so that ``-m "not kafka"`` runs exactly the tests that need no broker."""
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()) and item.get_closest_marker("kafka") is None:
+            item.add_marker(pytest.mark.kafka)

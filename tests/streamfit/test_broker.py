@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
@@ -13,6 +14,7 @@ from tests.support.kafka_server import free_port
 from tests.support.processes import ignore_sigint
 
 
+@pytest.mark.kafka
 def test_broker_comes_up_and_serves_a_plain_client(tmp_path: object) -> None:
     port = free_port()
     started = time.monotonic()

@@ -15,7 +15,7 @@ import pytest
 from tests.support.kafka_server import free_port
 from tests.support.processes import ignore_sigint
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.kafka]  # the demo's embedded broker
 
 
 def descendants(pid: int) -> set[int]:
