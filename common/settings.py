@@ -176,6 +176,13 @@ class Settings(BaseSettings):
     num_threads: int = _field(
         0, "LightGBM threads for training (0: one below 20,000 training rows, all cores above).", "trainer", ge=0
     )
+    parallel_trials: int = _field(
+        0,
+        "Trials run at once on this machine, in threads sharing the cores (tpe/random; 0: one per core, at most 4; "
+        "1: one at a time).",
+        "trainer",
+        ge=0,
+    )
     spark_parallelism: int = _field(
         0,
         "Run N trials at a time on Spark with hyperopt's SparkTrials (tpe/random; needs the [spark] extra; 0: off).",

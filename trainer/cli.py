@@ -50,9 +50,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     log_settings(log, settings, "trainer")
     with contextlib.ExitStack() as stack:
-        trainer = stack.enter_context(
-            Trainer(settings, progress=args.progress, spark_parallelism=settings.spark_parallelism)
-        )
+        trainer = stack.enter_context(Trainer(settings, progress=args.progress))
         health = serve(settings, ready=trainer.readiness)
         if health is not None:
             stack.callback(health.close)

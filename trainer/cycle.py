@@ -31,7 +31,7 @@ from trainer import plots
 from trainer.coalesce import RetrainBatch
 from trainer.data import BaseData, CycleData, Observations, assemble, load_base, select_observations
 from trainer.drift import ADVERSARIAL_ROWS, adversarial_validation, reference_rows
-from trainer.fit import evaluate, row_losses, task_params, train_bundle
+from trainer.fit import evaluate, parallel_trials, row_losses, task_params, train_bundle, usable_cores
 from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
 from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
 from trainer.observations import ObservationLog, Refresh
@@ -154,10 +154,8 @@ class CycleRunner:
         *,
         progress: bool = False,
         should_stop: Callable[[], bool] | None = None,
-        spark_parallelism: int = 0,
     ) -> None:
         self.settings = settings
-        self.spark_parallelism = spark_parallelism
         self.store = store
         self.publisher = publisher
         self.progress = progress
@@ -338,7 +336,8 @@ class CycleRunner:
             "streamfit.observations_read": refresh.read, "streamfit.dead_lettered": refresh.dead_lettered,
             "streamfit.data_hash": data.hash, "streamfit.package_version": streamfit.__version__,
             "streamfit.optimizer": self.settings.optimizer, "streamfit.task": data.pipeline.task,
-            "streamfit.spark_parallelism": self.spark_parallelism, "streamfit.holdout": data.holdout_kind,
+            "streamfit.spark_parallelism": self.settings.spark_parallelism,
+            "streamfit.parallel_trials": parallel_trials(self.settings), "streamfit.holdout": data.holdout_kind,
             "streamfit.change_at": "none" if data.change is None else data.change,
             "streamfit.data": str(self.settings.data_path), "streamfit.host": f"{socket.gethostname()}:{os.getpid()}",
             **{f"streamfit.{k}": v for k, v in data.counts().items()},
@@ -551,10 +550,13 @@ class CycleRunner:
                 TRIALS.inc()
                 progress.update(trial, best)
 
+            parallel = parallel_trials(settings)
+            if parallel > 1 and not settings.num_threads:  # the trials running at once share the cores
+                cv.base_params["num_threads"] = max(1, usable_cores() // parallel)
             search = Search(
                 cv, optimizer=settings.optimizer, trials=settings.trials, time_budget=settings.time_budget,
                 seed=settings.seed, on_trial=on_trial, should_stop=self._stop_search,
-                spark_parallelism=self.spark_parallelism, start=start, known=known, past=past,
+                spark_parallelism=settings.spark_parallelism, start=start, known=known, past=past, parallel=parallel,
             )  # fmt: skip
             return search.run()
 

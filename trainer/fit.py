@@ -3,6 +3,7 @@ model (bootstrap) and every retrain."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -46,6 +47,28 @@ def threads(settings: Settings, rows: int | None) -> int:
     if settings.num_threads or rows is None or rows >= ONE_THREAD_BELOW:
         return settings.num_threads
     return 1
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, as a container's CPU set shows it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+MAX_AUTO_PARALLEL = 4  # parallel_trials 0 (auto): one trial per core, at most this many
+
+
+def parallel_trials(settings: Settings) -> int:
+    """Trials the search scores at once on this machine: the setting, or (0, auto) one per core, at
+    most ``MAX_AUTO_PARALLEL`` and the trial budget; one for the gp search (it proposes one point at
+    a time) and on Spark (``spark_parallelism`` says how many there)."""
+    if settings.optimizer == "gp" or settings.spark_parallelism:
+        return 1
+    if settings.parallel_trials:
+        return settings.parallel_trials
+    return max(1, min(MAX_AUTO_PARALLEL, usable_cores(), settings.trials))
 
 
 def task_params(pipeline: FeaturePipeline, settings: Settings, rows: int | None = None) -> dict[str, Any]:

@@ -151,9 +151,12 @@ class Search:
         start: Mapping[str, Any] | None = None,
         known: Mapping[tuple[tuple[str, Any], ...], TrialScore] | None = None,
         past: list[dict[str, Any]] | None = None,
+        parallel: int = 1,
     ) -> None:
         if spark_parallelism and optimizer == "gp":
             raise ValueError("Spark runs the tpe and random searches only (hyperopt SparkTrials); use --optimizer tpe")
+        if parallel > 1 and optimizer == "gp":
+            raise ValueError("the gp search proposes one point at a time; parallel trials need tpe or random")
         self.objective = objective
         self.optimizer = optimizer
         self.max_trials = trials
@@ -163,6 +166,7 @@ class Search:
         self.should_stop = should_stop or (lambda: False)
         self.space = space
         self.spark_parallelism = spark_parallelism
+        self.parallel = max(1, parallel)  # trials scored at once on this machine (tpe, random)
         self.start = dict(start or {})  # warm start: e.g. the champion's parameters (missing ones: defaults)
         self.known = dict(known or {})  # scores already measured this cycle, by params_key: not run again
         # The best points of earlier cycles: evaluated (on this cycle's data) right after ``start``.
@@ -179,21 +183,45 @@ class Search:
 
     # --- the one evaluation path every optimizer goes through ---------------------------------
     def evaluate(self, raw: Mapping[str, Any]) -> Trial:
+        return self.evaluate_all([raw])[0]
+
+    def evaluate_all(self, raws: list[Mapping[str, Any]]) -> list[Trial]:
+        """Score the points (at once, in threads, when there are several: LightGBM releases the GIL
+        while it trains, and every trial shares the one binned Dataset) and record them in order.
+        A trial that gives way (``TrialInterrupted``) is not recorded; the others are, then it is
+        raised."""
+        if len(raws) == 1:
+            scored = [self._score(raws[0])]
+        else:
+            from joblib import Parallel, delayed
+
+            scored = Parallel(n_jobs=len(raws), prefer="threads")(delayed(self._score)(raw) for raw in raws)
+        out = [self._record_scored(*one) for one in scored if not isinstance(one[1], TrialInterrupted)]
+        interrupted = next((one[1] for one in scored if isinstance(one[1], TrialInterrupted)), None)
+        if interrupted is not None:
+            self._stopped_by = "stop"
+            raise interrupted  # the search ends here; the cycle decides what a stop means
+        return out
+
+    def _score(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], TrialScore | Exception, float]:
         params = to_params(raw, self.space)
+        known = self.known.get(params_key(params))
+        if known is not None:
+            return params, known, known.seconds if math.isfinite(known.seconds) else 0.0
         started = time.perf_counter()
         try:
-            known = self.known.get(params_key(params))
-            score = known if known is not None else self.objective(params)
-            seconds = score.seconds if known is not None and math.isfinite(score.seconds) else None
-            trial = Trial(len(self.trials) + 1, params, score.loss, score.best_iteration,
-                          seconds or time.perf_counter() - started, score.std, pruned=score.pruned)  # fmt: skip
-        except TrialInterrupted:
-            self._stopped_by = "stop"
-            raise  # the search ends here; the cycle decides what a stop means
+            score: TrialScore | Exception = self.objective(params)
         except Exception as exc:  # noqa: BLE001 - a bad point fails its trial, not the search
-            log.warning("trial %d failed: %s: %s", len(self.trials) + 1, type(exc).__name__, exc)
-            trial = Trial(len(self.trials) + 1, params, math.inf, 0, time.perf_counter() - started,
-                          error=f"{type(exc).__name__}: {exc}"[:500])  # fmt: skip
+            score = exc
+        return params, score, time.perf_counter() - started
+
+    def _record_scored(self, params: dict[str, Any], score: TrialScore | Exception, seconds: float) -> Trial:
+        number = len(self.trials) + 1
+        if isinstance(score, Exception):
+            log.warning("trial %d failed: %s: %s", number, type(score).__name__, score)
+            trial = Trial(number, params, math.inf, 0, seconds, error=f"{type(score).__name__}: {score}"[:500])
+        else:
+            trial = Trial(number, params, score.loss, score.best_iteration, seconds, score.std, pruned=score.pruned)
         self._record(trial)
         return trial
 
@@ -252,36 +280,30 @@ class Search:
         return functools.partial(tpe.suggest, n_startup_jobs=startup)
 
     def _run_hyperopt(self) -> None:
-        from hyperopt import STATUS_FAIL, STATUS_OK, fmin
-        from hyperopt.exceptions import AllTrialsFailed
+        """hyperopt's own loop (``fmin``) driven by hand, so that ``parallel`` proposals can be
+        scored at once: the first points in order, then ``parallel`` new proposals at a time from
+        the trials so far (one at a time, as ``fmin`` does, when ``parallel`` is 1)."""
+        from hyperopt import STATUS_FAIL, STATUS_OK, base
+        from hyperopt.fmin import generate_trials_to_calculate
 
-        interrupted: list[TrialInterrupted] = []
-
-        def fn(raw: dict[str, Any]) -> dict[str, Any]:
-            try:
-                trial = self.evaluate(raw)
-            except TrialInterrupted as exc:  # hyperopt would log it as a job error: hand it over instead
-                interrupted.append(exc)
-                return {"status": STATUS_FAIL}
-            if not trial.ok:
-                return {"status": STATUS_FAIL}
-            return {"status": STATUS_OK, "loss": trial.loss}
-
-        def early_stop(_trials: Any, *args: Any) -> tuple[bool, tuple[Any, ...]]:
-            return bool(interrupted) or self.done(), args
-
-        if self.done():
-            return
-        # When every trial failed, hyperopt raises at the end; each trial is in self.trials with
-        # its error, and SearchResult.best reports them.
-        with contextlib.suppress(AllTrialsFailed):
-            fmin(
-                fn, self.hyperopt_space(), algo=self.hyperopt_algorithm(), max_evals=self.max_trials,
-                rstate=np.random.default_rng(self.seed), points_to_evaluate=self.first_points(),
-                early_stop_fn=early_stop, show_progressbar=False, verbose=False, return_argmin=False,
-            )  # fmt: skip
-        if interrupted:
-            raise interrupted[0]
+        domain = base.Domain(lambda _point: None, self.hyperopt_space())
+        history = generate_trials_to_calculate(self.first_points())
+        algorithm, rstate = self.hyperopt_algorithm(), np.random.default_rng(self.seed)
+        while not self.done():
+            room = min(self.parallel, self.max_trials - len(self.trials))
+            waiting = [doc for doc in history._dynamic_trials if doc["state"] == base.JOB_STATE_NEW][:room]
+            if len(waiting) < room:  # proposals fill what the first points leave of the batch
+                ids = history.new_trial_ids(room - len(waiting))
+                history.insert_trial_docs(algorithm(ids, domain, history, rstate.integers(2**31 - 1)))
+                history.refresh()
+                waiting = [doc for doc in history._dynamic_trials if doc["state"] == base.JOB_STATE_NEW][:room]
+            for doc in waiting:
+                doc["state"] = base.JOB_STATE_RUNNING
+            trials = self.evaluate_all([{k: v[0] for k, v in doc["misc"]["vals"].items()} for doc in waiting])
+            for doc, trial in zip(waiting, trials, strict=True):
+                doc["state"] = base.JOB_STATE_DONE
+                doc["result"] = {"status": STATUS_OK, "loss": trial.loss} if trial.ok else {"status": STATUS_FAIL}
+            history.refresh()
 
     # --- hyperopt on Spark ------------------------------------------------------------------------
     def _run_spark(self) -> None:

@@ -62,15 +62,19 @@ class Trainer:
         *,
         progress: bool | None = None,
         group: str | None = None,
-        spark_parallelism: int = 0,
     ) -> None:
-        if spark_parallelism and settings.optimizer == "gp":
+        if settings.optimizer == "gp" and settings.spark_parallelism:
             raise ConfigError(
                 "--optimizer gp (STREAMFIT_OPTIMIZER) cannot run on Spark: scikit-optimize's search is sequential; "
                 "use --optimizer tpe or random with --spark-parallelism, or --spark-parallelism 0"
             )
+        if settings.optimizer == "gp" and settings.parallel_trials > 1:
+            raise ConfigError(
+                f"--optimizer gp (STREAMFIT_OPTIMIZER) cannot run {settings.parallel_trials} trials at once: "
+                "scikit-optimize proposes one point at a time; use --optimizer tpe or random with "
+                "--parallel-trials (STREAMFIT_PARALLEL_TRIALS), or --parallel-trials 1"
+            )
         self.settings = settings
-        self.spark_parallelism = spark_parallelism
         self.group_id = group or group_id(settings)
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.publisher = Publisher(settings)
@@ -144,7 +148,7 @@ class Trainer:
         if self._runner is None:
             self._runner = CycleRunner(
                 self.settings, self._store, self.publisher, progress=self.progress,
-                should_stop=self._stop.is_set, spark_parallelism=self.spark_parallelism,
+                should_stop=self._stop.is_set,
             )  # fmt: skip
         return self._store, self._runner
 

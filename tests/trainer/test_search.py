@@ -4,6 +4,7 @@ determinism, and one Dataset for all trials."""
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -168,3 +169,46 @@ def test_earlier_cycles_best_points_are_evaluated_right_after_the_start(optimize
     assert result.trials[0].params == warm_start(None)
     assert result.trials[1].params == past[0]
     assert len({params_key(t.params) for t in result.trials}) == 4  # the rest explored
+
+
+@pytest.mark.parametrize("optimizer", ["tpe", "random"])
+def test_parallel_trials_run_at_once_on_the_one_dataset_and_are_recorded_in_order(optimizer: str) -> None:
+    """``--parallel-trials 2``: two proposals scored at a time in threads (issue 13)."""
+    cv = cross_validation(rows=600)
+    cv.prune = False  # which of two trials finishes first would change what a pruned one scores
+    lock, active, most = threading.Lock(), [0], [0]
+
+    def objective(params: dict[str, Any]) -> TrialScore:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            return cv(params)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    seen: list[int] = []
+    result = search(objective, optimizer, trials=6, parallel=2, on_trial=lambda t, best: seen.append(t.number)).run()
+    assert most[0] == 2  # two trials were in LightGBM at the same time
+    assert [t.number for t in result.trials] == seen == [1, 2, 3, 4, 5, 6] and result.stopped_by == "trials"
+    assert result.trials[0].params["learning_rate"] == 0.05  # the start point still goes first
+    assert all(t.ok for t in result.trials) and len({params_key(t.params) for t in result.trials}) == 6
+    assert cv.constructions == 1  # the threads shared the binned Dataset
+    for trial in result.trials:  # a trial's score is the one it gets alone
+        assert cv(trial.params).loss == pytest.approx(trial.loss, rel=1e-9)
+
+
+def test_an_interrupt_ends_every_parallel_trial_and_records_none_of_them() -> None:
+    cv = cross_validation()
+    recorded: list[int] = []
+    cv.interrupt = lambda: len(recorded) >= 2  # once the first pair is recorded: inside the second pair
+    run = search(cv, "tpe", trials=10, parallel=2, on_trial=lambda t, best: recorded.append(t.number))
+    with pytest.raises(TrialInterrupted, match="abandoned after 1 boosting rounds"):
+        run.run()
+    assert len(run.trials) == 2 and all(t.ok for t in run.trials) and run._stopped_by == "stop"
+
+
+def test_gp_refuses_parallel_trials() -> None:
+    with pytest.raises(ValueError, match="one point at a time"):
+        search(cross_validation(), "gp", parallel=2)

@@ -156,4 +156,12 @@ def test_sigkill_during_a_cycle_reruns_it_and_publishes_exactly_one_reload(
 
 def test_gp_on_spark_is_refused_at_start_up_naming_the_settings(trainer_settings: TrainerSettings) -> None:
     with pytest.raises(ConfigError, match=r"--optimizer gp .* cannot run on Spark"):
-        Trainer(trainer_settings(optimizer="gp"), spark_parallelism=2)
+        Trainer(trainer_settings(optimizer="gp", spark_parallelism=2))
+
+
+def test_gp_with_parallel_trials_is_refused_at_start_up_naming_the_settings(
+    trainer_settings: TrainerSettings,
+) -> None:
+    with pytest.raises(ConfigError, match=r"--optimizer gp .* cannot run 2 trials at once.*--parallel-trials"):
+        Trainer(trainer_settings(optimizer="gp", parallel_trials=2))
+    Trainer(trainer_settings(optimizer="gp", parallel_trials=0)).close()  # auto: gp runs one at a time

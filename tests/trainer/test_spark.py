@@ -43,8 +43,8 @@ def spark() -> Iterator[Any]:
 def test_spark_trials_run_the_search_and_every_trial_is_a_child_run(
     spark: Any, trainer_settings: TrainerSettings
 ) -> None:
-    settings = trainer_settings(trials=4)
-    with Trainer(settings, progress=False, spark_parallelism=2) as trainer:
+    settings = trainer_settings(trials=4, spark_parallelism=2)
+    with Trainer(settings, progress=False) as trainer:
         result = trainer.run_cycle()
     assert result.promoted and result.trials == 4
     store = ModelStore(settings)
