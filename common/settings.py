@@ -178,8 +178,8 @@ class Settings(BaseSettings):
     )
     parallel_trials: int = _field(
         0,
-        "Trials run at once on this machine, in threads sharing the cores (tpe/random; 0: one per core, at most 4; "
-        "1: one at a time).",
+        "Trials run at once on this machine, in threads sharing the cores (tpe/random; 0: one per core, at most 4, "
+        "below 20,000 training rows, one at a time above).",
         "trainer",
         ge=0,
     )

@@ -337,7 +337,8 @@ class CycleRunner:
             "streamfit.data_hash": data.hash, "streamfit.package_version": streamfit.__version__,
             "streamfit.optimizer": self.settings.optimizer, "streamfit.task": data.pipeline.task,
             "streamfit.spark_parallelism": self.settings.spark_parallelism,
-            "streamfit.parallel_trials": parallel_trials(self.settings), "streamfit.holdout": data.holdout_kind,
+            "streamfit.parallel_trials": parallel_trials(self.settings, data.rows),
+            "streamfit.holdout": data.holdout_kind,
             "streamfit.change_at": "none" if data.change is None else data.change,
             "streamfit.data": str(self.settings.data_path), "streamfit.host": f"{socket.gethostname()}:{os.getpid()}",
             **{f"streamfit.{k}": v for k, v in data.counts().items()},
@@ -550,7 +551,7 @@ class CycleRunner:
                 TRIALS.inc()
                 progress.update(trial, best)
 
-            parallel = parallel_trials(settings)
+            parallel = parallel_trials(settings, context.data.rows)
             if parallel > 1 and not settings.num_threads:  # the trials running at once share the cores
                 cv.base_params["num_threads"] = max(1, usable_cores() // parallel)
             search = Search(
