@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from common.bundle import BUNDLE_FILE, ModelBundle, sha256_hex
 from common.errors import BundleError, ModelStoreError
 from common.messages import ModelReload
 from common.settings import Settings
+from common.tags import text
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,14 @@ class ModelStore:
             return str(version.version)
         except Exception as exc:
             raise self._fail("register a model version", exc) from exc
+
+    def tag_version(self, version: str, tags: Mapping[str, Any]) -> None:
+        """Set tags on a model version (values as text; ``common.tags`` names them)."""
+        try:
+            for key, value in tags.items():
+                self.client.set_model_version_tag(self.name, version, key, text(value))
+        except Exception as exc:
+            raise self._fail(f"tag model version {version}", exc) from exc
 
     def set_champion(self, version: str) -> None:
         try:

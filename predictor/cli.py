@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
-from collections.abc import Callable
-from types import FrameType
 
 from common.settings import Group, Settings
 
@@ -33,36 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     )
 
 
-class GracefulStop:
-    """A signal handler: the first signal asks the service to stop, the second exits at once."""
-
-    def __init__(self, stop: Callable[[], None]) -> None:
-        self.stop = stop
-        self.requested = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            signal.signal(signum, signal.SIG_DFL)
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            os.kill(os.getpid(), signum)
-            return
-        self.requested = True
-        log.info("%s: finishing the batch in hand (again to exit at once)", signal.Signals(signum).name)
-        self.stop()
-
-
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from common.lifecycle import stop_on_signals
     from common.logs import log_settings
     from predictor.service import Predictor
 
     log_settings(log, settings, "predictor")
     predictor = Predictor(settings, group_id=args.group_id, replica_id=args.replica_id)
-    handler = GracefulStop(predictor.stop)
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with stop_on_signals(predictor.stop, "finishing the batch in hand"):
         predictor.run()
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
     return 0

@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from common import tags as tag
 from common.errors import StreamfitError
 from common.settings import Group, Settings, load_settings
 
@@ -240,12 +241,12 @@ class Demo:
         promoted = rejected = 0
         for mv in store.versions():
             tags = dict(mv.tags)
-            candidate = tags.get("streamfit.candidate_loss")
-            reason = tags.get("streamfit.reason")
+            candidate = tags.get(tag.CANDIDATE_LOSS)
+            reason = tags.get(tag.REASON)
             trainer = f"trainer ({reason} retrain)" if reason else "trainer"
             if candidate is None:
                 made, decision = "bootstrap", "first champion"
-            elif tags.get("streamfit.rejected"):
+            elif tags.get(tag.REJECTED):
                 made, decision = trainer, "[red]rejected[/]"
                 rejected += 1
             else:
@@ -254,7 +255,7 @@ class Demo:
             loss = candidate or tags.get("metric.loss")
             table.add_row(
                 str(mv.version) + (" ★" if str(mv.version) == champion else ""), made, _fmt(loss),
-                _fmt(tags.get("streamfit.champion_loss")), decision,
+                _fmt(tags.get(tag.CHAMPION_LOSS)), decision,
             )  # fmt: skip
         console.print(table)
         self.report_drift()

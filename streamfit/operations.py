@@ -17,11 +17,13 @@ from kafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from common import tags as tag
 from common.errors import ConfigError, StreamfitError
 from common.kafka import make_admin, make_consumer, make_producer, send_and_wait
 from common.messages import ModelReload, Retrain, decode
 from common.model_store import ModelStore
 from common.settings import Group, Settings
+from trainer.crown import crown
 
 GROUPS: tuple[Group, ...] = ("kafka", "model", "general")
 SERVICES = ("predictor", "trainer")
@@ -122,10 +124,10 @@ def last_cycle_drift(store: ModelStore) -> dict[str, Any] | None:
         if "drift_score" in run.data.metrics:
             tags = run.data.tags
             return {
-                "run_id": run.info.run_id, "reason": tags.get("streamfit.reason"),
+                "run_id": run.info.run_id, "reason": tags.get(tag.REASON),
                 "drift_score": run.data.metrics["drift_score"],
                 "adversarial_auc": run.data.metrics.get("adversarial_auc"),
-                "top_psi": orjson.loads(tags.get("streamfit.drift_top", "{}")),
+                "top_psi": orjson.loads(tags.get(tag.DRIFT_TOP, "{}")),
             }  # fmt: skip
     return None
 
@@ -184,10 +186,10 @@ def read_status(settings: Settings, recent: int = 5, predictor_metrics: Sequence
                 "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.creation_timestamp / 1000)),
                 "loss": tags.get("metric.loss"),
                 "accuracy": tags.get("metric.accuracy"),
-                "decision": tags.get("streamfit.decision", "promoted" if str(mv.version) == champion_version else ""),
-                "reason": tags.get("streamfit.reason", ""),
-                "candidate": tags.get("streamfit.candidate", ""),  # fast refit or search (trainer versions)
-                "holdout": tags.get("streamfit.holdout", ""),  # which rows decided the promotion
+                "decision": tags.get(tag.DECISION, "promoted" if str(mv.version) == champion_version else ""),
+                "reason": tags.get(tag.REASON, ""),
+                "candidate": tags.get(tag.CANDIDATE, ""),  # fast refit or search (trainer versions)
+                "holdout": tags.get(tag.HOLDOUT, ""),  # which rows decided the promotion
                 "champion": str(mv.version) == champion_version,
             }
         )
@@ -284,14 +286,12 @@ def rollback(settings: Settings, to: str | None = None) -> ModelReload:
         raise ConfigError(
             f"model {settings.model_name} has no version {to!r} (known: {', '.join(sorted(known, key=int))})"
         )
-    message = store.reload_message(to)
-    store.set_champion(to)
     producer = make_producer(settings, client_id="streamfit-rollback")
     try:
-        send_and_wait(producer, settings.topic("models"), settings.model_name, message)
+        return crown(store, to, lambda message: send_and_wait(producer, settings.topic("models"),
+                                                              settings.model_name, message))  # fmt: skip
     finally:
         producer.close()
-    return message
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:

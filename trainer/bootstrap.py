@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 
+from common import tags as tag
 from common.errors import ConfigError
 from common.kafka import ensure_topics, make_producer, send_and_wait
 from common.messages import ModelReload
@@ -15,8 +17,10 @@ from common.model_store import ModelStore
 from common.pipeline import FeaturePipeline, read_table
 from common.profile import ReferenceProfile
 from common.settings import Settings
+from trainer.crown import crown
 from trainer.drift import reference_rows
 from trainer.fit import DEFAULT_PARAMS, evaluate, make_dataset, task_params, train_bundle
+from trainer.tracking import CycleRun
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +29,6 @@ VALIDATION_SHARE = 0.2
 
 def bootstrap(settings: Settings, publish: bool = True) -> ModelReload:
     """Train, store, register, crown and publish the first model; returns the reload message."""
-    import mlflow
-
     if publish:  # fail fast on an unreachable broker, before minutes of training
         ensure_topics(settings)
     frame = read_table(settings.data_path)
@@ -68,23 +70,35 @@ def bootstrap(settings: Settings, publish: bool = True) -> ModelReload:
     bundle = type(bundle)(bundle.booster, pipeline, {**bundle.meta, "metrics": metrics, "profile": profile.to_dict()})
 
     store = ModelStore(settings)
-    experiment = store.experiment_id()
-    with mlflow.start_run(experiment_id=experiment, run_name="bootstrap") as run:
-        mlflow.set_tags(
-            {"streamfit.reason": "bootstrap", "streamfit.rows_base": len(y), "streamfit.rows_observations": 0}
-        )
-        mlflow.log_params({k: v for k, v in params.items() if k != "num_threads"} | {"num_rounds": rounds})
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
-        uri, sha = store.save_bundle(run.info.run_id, bundle)
-    version = store.register(run.info.run_id, uri, sha, metrics)
-    store.set_champion(version)
-    message = store.reload_message(version)
+    run = CycleRun.start(store, store.experiment_id(), "bootstrap", {
+        tag.KIND: "bootstrap", tag.STATE: "training", tag.REASON: "bootstrap", tag.ROWS_BASE: len(y),
+        tag.ROWS_OBSERVATIONS: 0, tag.DATA: str(settings.data_path),
+    })  # fmt: skip
+    try:
+        run.log_params({k: v for k, v in params.items() if k != "num_threads"} | {"num_rounds": rounds})
+        run.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+        uri, sha = store.save_bundle(run.run_id, bundle)
+        version = store.register(run.run_id, uri, sha, metrics)
+        store.tag_version(version, {tag.REASON: "bootstrap", tag.RUN_ID: run.run_id})
+        message = crown(store, version, _publisher(settings) if publish else lambda _message: None, run)
+        run.set_tags({tag.STATE: "promoted"})
+        run.finish()
+    except BaseException as exc:
+        # Left "promoting" once the alias moved: the trainer's recovery publishes the reload.
+        run.fail_quietly("promoting" if run.state == "promoting" else "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        raise
     log.info("bootstrap: version %s, holdout %s", version, {k: round(v, 4) for k, v in metrics.items()})
     if publish:
+        log.info("published version %s on %s", version, settings.topic("models"))
+    return message
+
+
+def _publisher(settings: Settings) -> Callable[[ModelReload], None]:
+    def publish(message: ModelReload) -> None:
         producer = make_producer(settings, client_id="streamfit-bootstrap")
         try:
             send_and_wait(producer, settings.topic("models"), settings.model_name, message)
         finally:
             producer.close()
-        log.info("published version %s on %s", version, settings.topic("models"))
-    return message
+
+    return publish

@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import signal
 import sys
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from common.logs import log_settings
 from common.settings import Group, Settings
 
 if TYPE_CHECKING:
-    from trainer.service import Trainer
+    pass
 
 GROUPS: tuple[Group, ...] = ("trainer", "model", "kafka", "general")
 
@@ -44,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from common.lifecycle import stop_on_signals
     from trainer.cycle import CycleAborted
     from trainer.metrics import serve
     from trainer.service import Trainer
@@ -54,7 +53,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         health = serve(settings, ready=trainer.readiness)
         if health is not None:
             stack.callback(health.close)
-        _install_signal_handlers(trainer)
+        stack.enter_context(stop_on_signals(trainer.stop, "ending the cycle unpublished within a boosting round"))
         if args.once:
             try:
                 result = trainer.run_once(only_if_requested=args.if_requested)
@@ -66,17 +65,3 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         trainer.run()
         log.info("trainer stopped after %d cycle(s)", trainer.cycles)
     return 0
-
-
-def _install_signal_handlers(trainer: Trainer) -> None:
-    """The first SIGINT/SIGTERM asks the trainer to stop (after the current trial); a second
-    SIGINT interrupts at once."""
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if trainer.stopping and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        log.info("%s: stopping after the current step", signal.Signals(signum).name)
-        trainer.stop()
-
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)

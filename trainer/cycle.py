@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from common import tags as tag
 from common.bundle import ModelBundle
 from common.change import latest_change
 from common.errors import BundleError, TrainServeSkew
@@ -29,6 +30,7 @@ from common.profile import ReferenceProfile
 from common.settings import Settings
 from trainer import plots
 from trainer.coalesce import RetrainBatch
+from trainer.crown import crown
 from trainer.data import BaseData, CycleData, Observations, assemble, load_base, select_observations
 from trainer.drift import ADVERSARIAL_ROWS, adversarial_validation, reference_rows
 from trainer.fit import evaluate, parallel_trials, row_losses, task_params, train_bundle, usable_cores
@@ -38,9 +40,8 @@ from trainer.observations import ObservationLog, Refresh
 from trainer.progress import SearchProgress
 from trainer.promotion import Decision, better_share, decide
 from trainer.publisher import Publisher
-from trainer.recovery import RETRAIN_FIRST, RETRAIN_NEXT, RETRAIN_TOPIC, VERSION
 from trainer.search import Search, SearchResult, Trial, params_key, past_points, warm_start
-from trainer.tracking import KIND, STATE, CycleRun, store_call, text
+from trainer.tracking import CycleRun
 
 log = logging.getLogger(__name__)
 
@@ -318,8 +319,8 @@ class CycleRunner:
         run.log_metrics({"drift_score": result.drift, "adversarial_auc": result.auc,
                          **{f"psi.{name}": value for name, value in psi.items()}})  # fmt: skip
         top = sorted(psi.items(), key=lambda kv: -kv[1])[:3]
-        run.set_tags({"streamfit.drift_score": round(result.drift, 4),
-                      "streamfit.drift_top": {name: round(value, 4) for name, value in top}})  # fmt: skip
+        run.set_tags({tag.DRIFT_SCORE: round(result.drift, 4),
+                      tag.DRIFT_TOP: {name: round(value, 4) for name, value in top}})  # fmt: skip
         run.log_figure(plots.drift_report(psi, result.drift, result.auc, (len(base), len(newest))),
                        "plots/drift_report.png")  # fmt: skip
         log.info("drift of the newest %d observations vs the base data: AUC %.3f, score %.3f, top PSI %s",
@@ -329,30 +330,30 @@ class CycleRunner:
         import streamfit
 
         tags: dict[str, Any] = {
-            KIND: "cycle", STATE: "training", "streamfit.reason": batch.reason,
-            "streamfit.reasons": batch.reasons, "streamfit.requests": len(batch.requests),
-            "streamfit.observations_topic": self.observations.topic,
-            "streamfit.watermarks": {str(p): o for p, o in sorted(refresh.watermarks.items())},
-            "streamfit.observations_read": refresh.read, "streamfit.dead_lettered": refresh.dead_lettered,
-            "streamfit.data_hash": data.hash, "streamfit.package_version": streamfit.__version__,
-            "streamfit.optimizer": self.settings.optimizer, "streamfit.task": data.pipeline.task,
-            "streamfit.spark_parallelism": self.settings.spark_parallelism,
-            "streamfit.parallel_trials": parallel_trials(self.settings, data.rows),
-            "streamfit.holdout": data.holdout_kind,
-            "streamfit.change_at": "none" if data.change is None else data.change,
-            "streamfit.data": str(self.settings.data_path), "streamfit.host": f"{socket.gethostname()}:{os.getpid()}",
-            **{f"streamfit.{k}": v for k, v in data.counts().items()},
+            tag.KIND: "cycle", tag.STATE: "training", tag.REASON: batch.reason,
+            tag.REASONS: batch.reasons, tag.REQUESTS: len(batch.requests),
+            tag.OBSERVATIONS_TOPIC: self.observations.topic,
+            tag.WATERMARKS: {str(p): o for p, o in sorted(refresh.watermarks.items())},
+            tag.OBSERVATIONS_READ: refresh.read, tag.DEAD_LETTERED: refresh.dead_lettered,
+            tag.DATA_HASH: data.hash, tag.PACKAGE_VERSION: streamfit.__version__,
+            tag.OPTIMIZER: self.settings.optimizer, tag.TASK: data.pipeline.task,
+            tag.SPARK_PARALLELISM: self.settings.spark_parallelism,
+            tag.PARALLEL_TRIALS: parallel_trials(self.settings, data.rows),
+            tag.HOLDOUT: data.holdout_kind,
+            tag.CHANGE_AT: "none" if data.change is None else data.change,
+            tag.DATA: str(self.settings.data_path), tag.HOST: f"{socket.gethostname()}:{os.getpid()}",
+            **{f"{tag.PREFIX}{k}": v for k, v in data.counts().items()},
         }  # fmt: skip
         drifting: dict[str, float] = {}
         for request in batch.requests:
             for feature in request.top_features or ():
                 drifting[feature.feature] = max(feature.psi, drifting.get(feature.feature, 0.0))
         if drifting:  # what the predictors saw move, for whoever reads the run
-            tags["streamfit.drift_requested_for"] = {k: round(v, 4) for k, v in sorted(drifting.items())}
+            tags[tag.DRIFT_REQUESTED_FOR] = {k: round(v, 4) for k, v in sorted(drifting.items())}
         if batch.next_offsets:
-            tags[RETRAIN_TOPIC] = batch.topic
-            tags[RETRAIN_FIRST] = {str(p): o for p, o in sorted(batch.first_offsets.items())}
-            tags[RETRAIN_NEXT] = {str(p): o for p, o in sorted(batch.next_offsets.items())}
+            tags[tag.RETRAIN_TOPIC] = batch.topic
+            tags[tag.RETRAIN_FIRST] = {str(p): o for p, o in sorted(batch.first_offsets.items())}
+            tags[tag.RETRAIN_NEXT] = {str(p): o for p, o in sorted(batch.next_offsets.items())}
         return tags
 
     def _result(self, run: CycleRun, batch: RetrainBatch, data: CycleData, refresh: Refresh,
@@ -384,7 +385,7 @@ class CycleRunner:
                 else "the holdout is empty: nothing to compare candidate and champion on"
             )
             log.warning("cycle %s publishes nothing: %s", run.run_id, why)
-            run.set_tags({STATE: "too_few_rows", "streamfit.note": why})
+            run.set_tags({tag.STATE: "too_few_rows", tag.NOTE: why})
             run.finish()
             return self._result(run, batch, data, refresh, started, "too_few_rows")
 
@@ -418,8 +419,8 @@ class CycleRunner:
                          champion.metrics, cv.metric)  # fmt: skip
         promoted = outcome.promoted or fast_outcome.promoted
         version = outcome.version if outcome.promoted or not fast_outcome.promoted else fast_outcome.version
-        run.set_tags({STATE: "promoted" if promoted else "rejected", VERSION: version or "none",
-                      "streamfit.fast_refit": fast_outcome.decision.reason[:500]})  # fmt: skip
+        run.set_tags({tag.STATE: "promoted" if promoted else "rejected", tag.VERSION: version or "none",
+                      tag.FAST_REFIT: fast_outcome.decision.reason[:500]})  # fmt: skip
         run.log_metrics({"cycle_seconds": time.monotonic() - started})
         self._drift_report(run, data)  # after the reload: diagnostics never delay a promotion
         run.finish()
@@ -476,11 +477,11 @@ class CycleRunner:
                  "of paired resamples), %.5g without them: training %s them (%.1fs)", scores[0], kept.old_weight,
                  100 * share, scores[1], "with" if chosen is kept else "without",
                  time.perf_counter() - started)  # fmt: skip
-        run.set_tags({"streamfit.old_rows": f"{'kept' if chosen is kept else 'left out'} (holdout loss "
+        run.set_tags({tag.OLD_ROWS: f"{'kept' if chosen is kept else 'left out'} (holdout loss "
                       f"{scores[0]:.5g} with them at {kept.old_weight:g}, {scores[1]:.5g} without; with them better "
                       f"in {share:.0%} of paired resamples)",
-                      "streamfit.data_hash": chosen.hash,
-                      **{f"streamfit.{k}": v for k, v in chosen.counts().items()}})  # fmt: skip
+                      tag.DATA_HASH: chosen.hash,
+                      **{f"{tag.PREFIX}{k}": v for k, v in chosen.counts().items()}})  # fmt: skip
         dataset, score = built[0 if keep else 1]
         return chosen, dataset, score
 
@@ -517,18 +518,18 @@ class CycleRunner:
         settings = self.settings
         try:
             runs = self.store.client.search_runs(
-                [run.experiment_id], f"tags.`{KIND}` = 'cycle' and attributes.status = 'FINISHED'",
+                [run.experiment_id], f"tags.`{tag.KIND}` = 'cycle' and attributes.status = 'FINISHED'",
                 order_by=["attributes.start_time DESC"], max_results=4 * PAST_CYCLES,
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - diagnostics of a warm start
             log.warning("no warm start from earlier cycles: %s: %s", type(exc).__name__, exc)
             return []
         data = str(settings.data_path)
-        same = [r for r in runs if r.info.run_id != run.run_id and r.data.tags.get("streamfit.data") == data
-                and r.data.tags.get("streamfit.task") == task][:PAST_CYCLES]  # fmt: skip
+        same = [r for r in runs if r.info.run_id != run.run_id and r.data.tags.get(tag.DATA) == data
+                and r.data.tags.get(tag.TASK) == task][:PAST_CYCLES]  # fmt: skip
         points = past_points([r.data.params for r in same])
         if same:
-            run.set_tags({"streamfit.warm_start_from": [r.info.run_id for r in same]})
+            run.set_tags({tag.WARM_START_FROM: [r.info.run_id for r in same]})
             log.info("search warm-started from %d earlier cycle(s): %s", len(points),
                      ", ".join(r.info.run_id for r in same))  # fmt: skip
         return points
@@ -607,10 +608,10 @@ class CycleRunner:
         if not decision.promote and not register_rejected:
             return _Outcome(decision, None, None)
         scores = {
-            "streamfit.candidate_loss": candidate.metrics["loss"], "streamfit.decision": decision.reason,
-            "streamfit.champion_loss": "none" if champion.metrics is None else champion.metrics["loss"],
-            "streamfit.champion_version": champion.version or "none", "streamfit.holdout": context.data.holdout_kind,
-            "streamfit.candidate": candidate.kind,
+            tag.CANDIDATE_LOSS: candidate.metrics["loss"], tag.DECISION: decision.reason,
+            tag.CHAMPION_LOSS: "none" if champion.metrics is None else champion.metrics["loss"],
+            tag.CHAMPION_VERSION: champion.version or "none", tag.HOLDOUT: context.data.holdout_kind,
+            tag.CANDIDATE: candidate.kind,
         }  # fmt: skip
         # Store everything before anything points at it: bundle, version, alias, then the reload.
         # A fast refit's model lives on a child run of its own, so that its bundle URI stays its own.
@@ -621,20 +622,16 @@ class CycleRunner:
         version = self.store.register(model_run, uri, sha256, candidate.metrics)
         if model_run != run.run_id:
             run.end_child(model_run)
-        self._tag_version(version, {**scores, "streamfit.run_id": run.run_id,
-                                    "streamfit.reason": context.batch.reason})  # fmt: skip
+        self.store.tag_version(version, {**scores, tag.RUN_ID: run.run_id,
+                                    tag.REASON: context.batch.reason})  # fmt: skip
         if not decision.promote:
-            self._tag_version(version, {"streamfit.rejected": "true"})
-            run.set_tags({**scores, VERSION: version})
+            self.store.tag_version(version, {tag.REJECTED: "true"})
+            run.set_tags({**scores, tag.VERSION: version})
             log.info("version %s (%s) rejected: %s", version, candidate.kind, decision.reason)
             return _Outcome(decision, version, None)
-        run.set_tags({**scores, VERSION: version, STATE: "promoting"})
-        self.store.set_champion(version)
-        reload = self.store.reload_message(version)
-        self.publisher.publish_reload(reload)
-        self._tag_version(version, {"streamfit.promoted_at": f"{time.time():.3f}",
-                                    "streamfit.previous_champion": champion.version or "none"})  # fmt: skip
-        run.set_tags({STATE: "training"})  # the reload is out; the cycle goes on (recovery: see trainer.recovery)
+        run.set_tags(scores)
+        reload = crown(self.store, version, self.publisher.publish_reload, run)
+        run.set_tags({tag.STATE: "training"})  # the reload is out; the cycle goes on (recovery: see trainer.recovery)
         log.info("version %s (%s) promoted: %s", version, candidate.kind, decision.reason)
         return _Outcome(decision, version, reload)
 
@@ -676,7 +673,7 @@ class CycleRunner:
         metrics |= {"best_cv_loss": best.loss, f"best_cv_{metric}": best.loss, "trials": float(len(result.trials)),
                     "search_seconds": result.seconds, "best_trial": float(best.number)}  # fmt: skip
         run.log_metrics(metrics)
-        run.set_tags({"streamfit.best_trial": best.number, "streamfit.stopped_by": result.stopped_by})
+        run.set_tags({tag.BEST_TRIAL: best.number, tag.STOPPED_BY: result.stopped_by})
         run.log_figure(plots.search_history(result.trials, metric, result.optimizer), "plots/search_history.png")
         run.log_figure(
             plots.feature_importance(candidate.booster, candidate.pipeline.feature_names),
@@ -688,12 +685,3 @@ class CycleRunner:
              for t in result.trials],
             "search/trials.json",
         )  # fmt: skip
-
-    def _tag_version(self, version: str, tags: dict[str, Any]) -> None:
-        client, name = self.store.client, self.store.name
-
-        def tag() -> None:
-            for key, value in tags.items():
-                client.set_model_version_tag(name, version, key, text(value))
-
-        store_call(self.store, f"tag version {version}", tag)

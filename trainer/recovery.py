@@ -27,19 +27,15 @@ from collections.abc import Callable
 
 import orjson
 
+from common import tags as tag
 from common.kafka import read_last
 from common.messages import ModelReload, Rejected, decode
 from common.model_store import ModelStore
 from common.settings import Settings
 from trainer.coalesce import RetrainBatch, offsets_cover
-from trainer.tracking import DONE_STATES, STATE, CycleRun, store_call
+from trainer.tracking import DONE_STATES, CycleRun, store_call
 
 log = logging.getLogger(__name__)
-
-RETRAIN_TOPIC = "streamfit.retrain_topic"
-RETRAIN_FIRST = "streamfit.retrain_first"
-RETRAIN_NEXT = "streamfit.retrain_next"
-VERSION = "streamfit.version"
 
 
 def last_published_version(settings: Settings) -> str | None:
@@ -58,7 +54,7 @@ def finish_interrupted_promotions(
 ) -> list[str]:
     """Publish the reload of a promotion a crash interrupted; returns the versions published."""
     runs = store_call(store, "look for interrupted promotions", lambda: store.client.search_runs(
-        [experiment_id], filter_string=f"tags.`{STATE}` = 'promoting'", max_results=50,
+        [experiment_id], filter_string=f"tags.`{tag.STATE}` = 'promoting'", max_results=50,
     ))  # fmt: skip
     if not runs:
         return []
@@ -67,7 +63,7 @@ def finish_interrupted_promotions(
     last = last_published_version(settings)
     for run in runs:
         cycle = CycleRun(store, experiment_id, run.info.run_id)
-        version = run.data.tags.get(VERSION)
+        version = run.data.tags.get(tag.VERSION)
         if version is not None and version == champion:
             if last != version:
                 log.warning("run %s crowned version %s but its reload was never acknowledged: publishing it now",
@@ -75,11 +71,11 @@ def finish_interrupted_promotions(
                 publish(store.reload_message(version))
                 published.append(version)
                 last = version
-            cycle.set_tags({STATE: "promoted", "streamfit.recovered": "true"})
+            cycle.set_tags({tag.STATE: "promoted", tag.RECOVERED: "true"})
             cycle.finish("FINISHED")
         else:
             log.warning("run %s stopped before crowning version %s: marking it failed", run.info.run_id, version)
-            cycle.set_tags({STATE: "failed", "streamfit.error": "interrupted before the champion alias moved"})
+            cycle.set_tags({tag.STATE: "failed", tag.ERROR: "interrupted before the champion alias moved"})
             cycle.finish("FAILED")
     return published
 
@@ -87,7 +83,7 @@ def finish_interrupted_promotions(
 def close_interrupted_cycles(store: ModelStore, experiment_id: str) -> list[str]:
     """Mark the cycles a dead trainer left ``training`` as failed; returns their run ids."""
     runs = store_call(store, "look for interrupted cycles", lambda: store.client.search_runs(
-        [experiment_id], filter_string=f"tags.`{STATE}` = 'training' and attributes.status = 'RUNNING'",
+        [experiment_id], filter_string=f"tags.`{tag.STATE}` = 'training' and attributes.status = 'RUNNING'",
         max_results=50,
     ))  # fmt: skip
     closed: list[str] = []
@@ -95,7 +91,7 @@ def close_interrupted_cycles(store: ModelStore, experiment_id: str) -> list[str]
         run_id = run.info.run_id
         log.warning("run %s was interrupted during its cycle (the trainer stopped or died): marking it failed", run_id)
         cycle = CycleRun(store, experiment_id, run_id)
-        cycle.set_tags({STATE: "failed", "streamfit.error": "interrupted: the trainer died during the cycle"})
+        cycle.set_tags({tag.STATE: "failed", tag.ERROR: "interrupted: the trainer died during the cycle"})
         cycle.finish("FAILED")
         _mark_undecided_versions(store, run_id)
         closed.append(run_id)
@@ -105,10 +101,10 @@ def close_interrupted_cycles(store: ModelStore, experiment_id: str) -> list[str]
 def _mark_undecided_versions(store: ModelStore, run_id: str) -> None:
     def mark() -> None:
         for version in store.client.search_model_versions(f"name='{store.name}' and run_id='{run_id}'"):
-            if "streamfit.promoted_at" in (version.tags or {}):  # a fast refit crowned before the crash
+            if tag.PROMOTED_AT in (version.tags or {}):  # a fast refit crowned before the crash
                 continue
             store.client.set_model_version_tag(
-                store.name, version.version, "streamfit.decision", "interrupted before the decision; never published"
+                store.name, version.version, tag.DECISION, "interrupted before the decision; never published"
             )
 
     store_call(store, "mark the versions of an interrupted cycle", mark)
@@ -119,15 +115,15 @@ def completed_run_for(store: ModelStore, experiment_id: str, batch: RetrainBatch
     if not batch.next_offsets:
         return None
     runs = store_call(store, "look for a finished cycle", lambda: store.client.search_runs(
-        [experiment_id], filter_string=f"tags.`{RETRAIN_TOPIC}` = '{batch.topic}'",
+        [experiment_id], filter_string=f"tags.`{tag.RETRAIN_TOPIC}` = '{batch.topic}'",
         order_by=["attributes.start_time DESC"], max_results=20,
     ))  # fmt: skip
     for run in runs:
         tags = run.data.tags
-        if tags.get(STATE) not in DONE_STATES or RETRAIN_FIRST not in tags or RETRAIN_NEXT not in tags:
+        if tags.get(tag.STATE) not in DONE_STATES or tag.RETRAIN_FIRST not in tags or tag.RETRAIN_NEXT not in tags:
             continue
-        first = {int(p): int(o) for p, o in orjson.loads(tags[RETRAIN_FIRST]).items()}
-        nxt = {int(p): int(o) for p, o in orjson.loads(tags[RETRAIN_NEXT]).items()}
+        first = {int(p): int(o) for p, o in orjson.loads(tags[tag.RETRAIN_FIRST]).items()}
+        nxt = {int(p): int(o) for p, o in orjson.loads(tags[tag.RETRAIN_NEXT]).items()}
         if offsets_cover(first, nxt, batch):
             return str(run.info.run_id)
     return None

@@ -21,8 +21,10 @@ from typing import Any, TypeVar
 
 import orjson
 
+from common import tags as tag
 from common.errors import ModelStoreError
 from common.model_store import ModelStore
+from common.tags import MAX_TAG, text
 from trainer.search import Trial
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PARENT_TAG = "mlflow.parentRunId"
-KIND = "streamfit.kind"
-STATE = "streamfit.state"
 DONE_STATES = ("promoted", "rejected", "too_few_rows")
-MAX_TAG = 5000
 
 
 def store_call(store: ModelStore, what: str, call: Callable[[], T]) -> T:
@@ -46,18 +45,6 @@ def store_call(store: ModelStore, what: str, call: Callable[[], T]) -> T:
             f"MLflow store at {store.uri} failed to {what}: {type(exc).__name__}: {str(exc)[:300]}; "
             "check that it runs, or set MLFLOW_TRACKING_URI / --mlflow-tracking-uri"
         ) from exc
-
-
-def text(value: Any) -> str:
-    if isinstance(value, str):
-        out = value
-    elif isinstance(value, float):
-        out = repr(value)
-    elif isinstance(value, (dict, list, tuple)):
-        out = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS).decode()
-    else:
-        out = str(value)
-    return out[:MAX_TAG]
 
 
 class CycleRun:
@@ -77,7 +64,7 @@ class CycleRun:
             lambda: store.client.create_run(experiment_id, run_name=name, tags={k: text(v) for k, v in tags.items()}),
         )  # fmt: skip
         cycle = cls(store, experiment_id, run.info.run_id)
-        cycle.state = str(tags[STATE]) if STATE in tags else None
+        cycle.state = str(tags[tag.STATE]) if tag.STATE in tags else None
         return cycle
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
@@ -88,8 +75,8 @@ class CycleRun:
 
         batch = [RunTag(k, text(v)) for k, v in tags.items()]
         self._call("tag the run", lambda: self.client.log_batch(self.run_id, tags=batch))
-        if STATE in tags:
-            self.state = str(tags[STATE])
+        if tag.STATE in tags:
+            self.state = str(tags[tag.STATE])
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -109,9 +96,9 @@ class CycleRun:
         from mlflow.entities import Metric, Param, RunTag
 
         def log() -> str:
-            tags = {PARENT_TAG: self.run_id, KIND: "trial", "streamfit.trial": str(trial.number)}
+            tags = {PARENT_TAG: self.run_id, tag.KIND: "trial", tag.TRIAL: str(trial.number)}
             if trial.error:
-                tags["streamfit.error"] = trial.error[:MAX_TAG]
+                tags[tag.ERROR] = trial.error[:MAX_TAG]
             child = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.number:03d}", tags=tags)
             stamp = int(time.time() * 1000)
             metrics = {"best_iteration": float(trial.best_iteration), "seconds": trial.seconds}
@@ -123,7 +110,7 @@ class CycleRun:
                 child.info.run_id,
                 metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()],
                 params=[Param(k, text(v)) for k, v in trial.params.items()],
-                tags=[RunTag("streamfit.status", "failed" if not trial.ok else "pruned" if trial.pruned else "ok")],
+                tags=[RunTag(tag.STATUS, "failed" if not trial.ok else "pruned" if trial.pruned else "ok")],
             )
             self.client.set_terminated(child.info.run_id, "FINISHED" if trial.ok else "FAILED")
             return str(child.info.run_id)
@@ -150,7 +137,7 @@ class CycleRun:
 
         def create() -> str:
             child = self.client.create_run(self.experiment_id, run_name=name,
-                                           tags={PARENT_TAG: self.run_id, KIND: kind})  # fmt: skip
+                                           tags={PARENT_TAG: self.run_id, tag.KIND: kind})  # fmt: skip
             stamp = int(time.time() * 1000)
             batch = [Metric(k, float(v), stamp, 0) for k, v in metrics.items()]
             self.client.log_batch(child.info.run_id, metrics=batch)
@@ -167,7 +154,7 @@ class CycleRun:
     def fail_quietly(self, state: str, error: str, status: str = "FAILED") -> None:
         """Best effort on the way out of a failed cycle: the store may be what failed."""
         try:
-            self.set_tags({STATE: state, "streamfit.error": error})
+            self.set_tags({tag.STATE: state, tag.ERROR: error})
             self.finish(status)
         except Exception as exc:  # noqa: BLE001
             log.debug("could not mark run %s as %s: %s", self.run_id, state, exc)

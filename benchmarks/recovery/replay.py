@@ -34,6 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmarks.recovery.streams import LabelledStream
 from benchmarks.services import environment
+from common import tags as tag
 from common.kafka import ensure_topics, make_consumer, make_producer
 from common.messages import Decoder, Label, Prediction, Rejected, Request
 from common.settings import Settings, load_settings
@@ -389,19 +390,19 @@ def read_cycles(settings: Settings, started_at: float) -> list[dict[str, Any]]:
     cycles = []
     for run in runs:
         tags = run.data.tags
-        if tags.get("streamfit.kind") != "cycle":
+        if tags.get(tag.KIND) != "cycle":
             continue
         start = run.info.start_time / 1000
         end = (run.info.end_time or 0) / 1000 or None
         cycles.append(
             {
-                "reason": tags.get("streamfit.reason", "?"),
-                "state": tags.get("streamfit.state", "?"),
-                "version": tags.get("streamfit.version"),
-                "decision": tags.get("streamfit.decision", ""),
+                "reason": tags.get(tag.REASON, "?"),
+                "state": tags.get(tag.STATE, "?"),
+                "version": tags.get(tag.VERSION),
+                "decision": tags.get(tag.DECISION, ""),
                 "started_s": round(start - started_at, 1),
                 "seconds": round(end - start, 1) if end else None,
-                "rows_observations": tags.get("streamfit.rows_observations"),
+                "rows_observations": tags.get(tag.ROWS_OBSERVATIONS),
             }
         )
     return sorted(cycles, key=lambda c: c["started_s"])

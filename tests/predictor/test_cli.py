@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 
-from predictor.cli import GracefulStop
 from streamfit.cli import build_parser
 
 
@@ -18,17 +15,3 @@ def test_help_lists_the_predictor_settings(capsys: pytest.CaptureFixture[str]) -
     for flag in ("--group-id", "--replica-id", "--batch-size", "--batch-timeout-ms", "--retrain-every",
                  "--pending-max-age", "--metrics-port", "--processing-guarantee", "--bootstrap-servers"):  # fmt: skip
         assert flag in text, flag
-
-
-def test_first_signal_stops_gracefully_second_interrupts() -> None:
-    stops: list[bool] = []
-    handler = GracefulStop(lambda: stops.append(True))
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        handler(signal.SIGINT, None)
-        assert stops == [True]
-        with pytest.raises(KeyboardInterrupt):
-            handler(signal.SIGINT, None)
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
-    finally:
-        signal.signal(signal.SIGINT, previous)
