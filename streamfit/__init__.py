@@ -4,11 +4,6 @@ This package holds the command line (``streamfit``), the embedded broker and the
 services live in ``predictor``, ``trainer`` and ``sample_app``, and what they share in ``common``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("streamfit")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+from common import __version__
 
 __all__ = ["__version__"]

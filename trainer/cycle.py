@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+import common
 from common import tags as tag
 from common.bundle import ModelBundle
 from common.change import latest_change
@@ -327,15 +328,13 @@ class CycleRunner:
                  result.new_rows, result.auc, result.drift, {k: round(v, 3) for k, v in top})  # fmt: skip
 
     def _tags(self, batch: RetrainBatch, data: CycleData, refresh: Refresh) -> dict[str, Any]:
-        import streamfit
-
         tags: dict[str, Any] = {
             tag.KIND: "cycle", tag.STATE: "training", tag.REASON: batch.reason,
             tag.REASONS: batch.reasons, tag.REQUESTS: len(batch.requests),
             tag.OBSERVATIONS_TOPIC: self.observations.topic,
             tag.WATERMARKS: {str(p): o for p, o in sorted(refresh.watermarks.items())},
             tag.OBSERVATIONS_READ: refresh.read, tag.DEAD_LETTERED: refresh.dead_lettered,
-            tag.DATA_HASH: data.hash, tag.PACKAGE_VERSION: streamfit.__version__,
+            tag.DATA_HASH: data.hash, tag.PACKAGE_VERSION: common.__version__,
             tag.OPTIMIZER: self.settings.optimizer, tag.TASK: data.pipeline.task,
             tag.SPARK_PARALLELISM: self.settings.spark_parallelism,
             tag.PARALLEL_TRIALS: parallel_trials(self.settings, data.rows),
