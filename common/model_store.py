@@ -13,9 +13,11 @@ import re
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common import tags as tag
 from common.bundle import BUNDLE_FILE, ModelBundle, sha256_hex
 from common.errors import BundleError, ModelStoreError
 from common.messages import ModelReload
@@ -34,6 +36,44 @@ def bundle_uri(run_id: str) -> str:
 
 # MLflow retries an unreachable server for minutes by default; a service should say so in seconds.
 MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """A registered version as streamfit tagged it (``common.tags``), typed: what status and the
+    demo show."""
+
+    version: str
+    created: float  # seconds since the epoch
+    metrics: dict[str, float]  # on the holdout that decided (``metric.<name>``)
+    reason: str  # count, drift, manual, bootstrap; "" for a version made elsewhere
+    candidate: str  # fast refit or search ("" for bootstrap)
+    candidate_loss: float | None
+    champion_loss: float | None  # the champion's loss on the same holdout, then
+    decision: str  # the promotion decision, in words ("" for bootstrap)
+    holdout: str  # which rows decided
+    rejected: bool
+    promoted_at: float | None
+
+    @classmethod
+    def of(cls, mv: Any) -> VersionRecord:
+        tags: dict[str, str] = dict(mv.tags or {})
+        return cls(
+            version=str(mv.version), created=mv.creation_timestamp / 1000,
+            metrics={k.removeprefix("metric."): float(v) for k, v in tags.items()
+                     if k.startswith("metric.") and _number(v) is not None},
+            reason=tags.get(tag.REASON, ""), candidate=tags.get(tag.CANDIDATE, ""),
+            candidate_loss=_number(tags.get(tag.CANDIDATE_LOSS)), champion_loss=_number(tags.get(tag.CHAMPION_LOSS)),
+            decision=tags.get(tag.DECISION, ""), holdout=tags.get(tag.HOLDOUT, ""),
+            rejected=tags.get(tag.REJECTED) == "true", promoted_at=_number(tags.get(tag.PROMOTED_AT)),
+        )  # fmt: skip
 
 
 class ModelStore:
@@ -162,6 +202,10 @@ class ModelStore:
         except Exception as exc:
             raise self._fail("list model versions", exc) from exc
         return sorted(found, key=lambda v: int(v.version))
+
+    def records(self) -> list[VersionRecord]:
+        """Every version of the model, oldest first, as typed records."""
+        return [VersionRecord.of(mv) for mv in self.versions()]
 
     def reload_message(self, version: str) -> ModelReload:
         try:

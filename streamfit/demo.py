@@ -29,7 +29,6 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from common import tags as tag
 from common.errors import StreamfitError
 from common.settings import Group, Settings, load_settings
 
@@ -239,23 +238,20 @@ class Demo:
         for column in ("version", "made by", "holdout loss", "champion's loss then", "decision"):
             table.add_column(column)
         promoted = rejected = 0
-        for mv in store.versions():
-            tags = dict(mv.tags)
-            candidate = tags.get(tag.CANDIDATE_LOSS)
-            reason = tags.get(tag.REASON)
-            trainer = f"trainer ({reason} retrain)" if reason else "trainer"
-            if candidate is None:
+        for record in store.records():
+            trainer = f"trainer ({record.reason} retrain)" if record.reason else "trainer"
+            if record.candidate_loss is None:
                 made, decision = "bootstrap", "first champion"
-            elif tags.get(tag.REJECTED):
+            elif record.rejected:
                 made, decision = trainer, "[red]rejected[/]"
                 rejected += 1
             else:
                 made, decision = trainer, "[green]promoted[/]"
                 promoted += 1
-            loss = candidate or tags.get("metric.loss")
+            loss = record.candidate_loss if record.candidate_loss is not None else record.metrics.get("loss")
             table.add_row(
-                str(mv.version) + (" ★" if str(mv.version) == champion else ""), made, _fmt(loss),
-                _fmt(tags.get(tag.CHAMPION_LOSS)), decision,
+                record.version + (" ★" if record.version == champion else ""), made, _fmt(loss),
+                _fmt(record.champion_loss), decision,
             )  # fmt: skip
         console.print(table)
         self.report_drift()

@@ -178,19 +178,18 @@ def read_status(settings: Settings, recent: int = 5, predictor_metrics: Sequence
     champion_version = store.champion_version()
     champion = store.reload_message(champion_version) if champion_version else None
     versions = []
-    for mv in store.versions()[-recent:]:
-        tags = dict(mv.tags)
+    for record in store.records()[-recent:]:
         versions.append(
             {
-                "version": str(mv.version),
-                "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.creation_timestamp / 1000)),
-                "loss": tags.get("metric.loss"),
-                "accuracy": tags.get("metric.accuracy"),
-                "decision": tags.get(tag.DECISION, "promoted" if str(mv.version) == champion_version else ""),
-                "reason": tags.get(tag.REASON, ""),
-                "candidate": tags.get(tag.CANDIDATE, ""),  # fast refit or search (trainer versions)
-                "holdout": tags.get(tag.HOLDOUT, ""),  # which rows decided the promotion
-                "champion": str(mv.version) == champion_version,
+                "version": record.version,
+                "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created)),
+                "loss": record.metrics.get("loss"),
+                "accuracy": record.metrics.get("accuracy"),
+                "decision": record.decision or ("promoted" if record.version == champion_version else ""),
+                "reason": record.reason,
+                "candidate": record.candidate,  # fast refit or search (trainer versions)
+                "holdout": record.holdout,  # which rows decided the promotion
+                "champion": record.version == champion_version,
             }
         )
     drifts = drift_requests(settings)
