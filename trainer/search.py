@@ -190,8 +190,8 @@ class Search:
         while it trains, and every trial shares the one binned Dataset) and record them in order.
         A trial that gives way (``TrialInterrupted``) is not recorded; the others are, then it is
         raised."""
-        if len(raws) == 1:
-            scored = [self._score(raws[0])]
+        if len(raws) <= 1:
+            scored = [self._score(raw) for raw in raws]
         else:
             from joblib import Parallel, delayed
 
@@ -297,6 +297,8 @@ class Search:
                 history.insert_trial_docs(algorithm(ids, domain, history, rstate.integers(2**31 - 1)))
                 history.refresh()
                 waiting = [doc for doc in history._dynamic_trials if doc["state"] == base.JOB_STATE_NEW][:room]
+            if not waiting:  # the optimizer proposed nothing more
+                break
             for doc in waiting:
                 doc["state"] = base.JOB_STATE_RUNNING
             trials = self.evaluate_all([{k: v[0] for k, v in doc["misc"]["vals"].items()} for doc in waiting])
