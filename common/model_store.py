@@ -67,8 +67,8 @@ class VersionRecord:
         tags: dict[str, str] = dict(mv.tags or {})
         return cls(
             version=str(mv.version), created=mv.creation_timestamp / 1000,
-            metrics={k.removeprefix("metric."): float(v) for k, v in tags.items()
-                     if k.startswith("metric.") and _number(v) is not None},
+            metrics={k.removeprefix("metric."): number for k, v in tags.items()
+                     if k.startswith("metric.") and (number := _number(v)) is not None},
             reason=tags.get(tag.REASON, ""), candidate=tags.get(tag.CANDIDATE, ""),
             candidate_loss=_number(tags.get(tag.CANDIDATE_LOSS)), champion_loss=_number(tags.get(tag.CHAMPION_LOSS)),
             decision=tags.get(tag.DECISION, ""), holdout=tags.get(tag.HOLDOUT, ""),

@@ -456,13 +456,13 @@ class CycleRunner:
         pipeline, scores, losses, built = kept.pipeline, [], [], []
         started = time.perf_counter()
         hx, hy = kept.holdout.matrix(pipeline)
+        fast_params = warm_start(champion.params)
         for data in (kept, alone):
             began = time.perf_counter()
             params = task_params(pipeline, self.settings, data.rows)
             dataset = build_dataset(pipeline, data.x, data.y, data.weight, params)
-            point = {**params, **warm_start(champion.params)}
-            score = self._cross_validation(dataset, params, pipeline.task)(warm_start(champion.params))
-            bundle = train_bundle(pipeline, dataset, point, score.best_iteration, {})
+            score = self._cross_validation(dataset, params, pipeline.task)(fast_params)
+            bundle = train_bundle(pipeline, dataset, {**params, **fast_params}, score.best_iteration, {})
             scores.append(evaluate(bundle, hx, hy)["loss"])
             losses.append(row_losses(bundle, hx, hy))
             built.append((dataset, replace(score, seconds=time.perf_counter() - began)))
@@ -621,8 +621,7 @@ class CycleRunner:
         version = self.store.register(model_run, uri, sha256, candidate.metrics)
         if model_run != run.run_id:
             run.end_child(model_run)
-        self.store.tag_version(version, {**scores, tag.RUN_ID: run.run_id,
-                                    tag.REASON: context.batch.reason})  # fmt: skip
+        self.store.tag_version(version, {**scores, tag.RUN_ID: run.run_id, tag.REASON: context.batch.reason})
         if not decision.promote:
             self.store.tag_version(version, {tag.REJECTED: "true"})
             run.set_tags({**scores, tag.VERSION: version})

@@ -65,9 +65,10 @@ def parallel_trials(settings: Settings, rows: int | None = None) -> int:
     (at most ``MAX_AUTO_PARALLEL`` and the trial budget) below ``ONE_THREAD_BELOW`` training rows,
     where a trial runs on one thread, and one above, where LightGBM's own threads use the cores as
     well and each trial is proposed knowing all the earlier ones. Two 5-fold cross-validations on
-    two cores, at once on one thread each against one after the other on one thread: 1.35x faster at
-    1,000 rows, 1.6x at 4,000, 1.45x at 12,000; against one after the other on two threads at 32,561
-    rows: 1.0x (docs/benchmarks.md). One for the gp search (it proposes one point at a time) and on
+    two cores, at once on one thread each against the faster of one after the other: 1.21x faster at
+    1,000 rows, 1.36x at 4,000, 1.58x at 12,000, 1.01x at 32,561; a whole 8-trial search two at a
+    time was slower at 32,561 rows (13.2 s against 9.4 s; ``benchmarks/parallel_trials.py``,
+    docs/benchmarks.md). One for the gp search (it proposes one point at a time) and on
     Spark (``spark_parallelism`` says how many there)."""
     if settings.optimizer == "gp" or settings.spark_parallelism:
         return 1

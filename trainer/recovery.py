@@ -103,9 +103,7 @@ def _mark_undecided_versions(store: ModelStore, run_id: str) -> None:
         for version in store.client.search_model_versions(f"name='{store.name}' and run_id='{run_id}'"):
             if tag.PROMOTED_AT in (version.tags or {}):  # a fast refit crowned before the crash
                 continue
-            store.client.set_model_version_tag(
-                store.name, version.version, tag.DECISION, "interrupted before the decision; never published"
-            )
+            store.tag_version(version.version, {tag.DECISION: "interrupted before the decision; never published"})
 
     store_call(store, "mark the versions of an interrupted cycle", mark)
 

@@ -289,14 +289,18 @@ class Search:
         domain = base.Domain(lambda _point: None, self.hyperopt_space())
         history = generate_trials_to_calculate(self.first_points())
         algorithm, rstate = self.hyperopt_algorithm(), np.random.default_rng(self.seed)
+
+        def unscored(room: int) -> list[dict[str, Any]]:
+            return [doc for doc in history._dynamic_trials if doc["state"] == base.JOB_STATE_NEW][:room]
+
         while not self.done():
             room = min(self.parallel, self.max_trials - len(self.trials))
-            waiting = [doc for doc in history._dynamic_trials if doc["state"] == base.JOB_STATE_NEW][:room]
+            waiting = unscored(room)
             if len(waiting) < room:  # proposals fill what the first points leave of the batch
                 ids = history.new_trial_ids(room - len(waiting))
                 history.insert_trial_docs(algorithm(ids, domain, history, rstate.integers(2**31 - 1)))
                 history.refresh()
-                waiting = [doc for doc in history._dynamic_trials if doc["state"] == base.JOB_STATE_NEW][:room]
+                waiting = unscored(room)
             if not waiting:  # the optimizer proposed nothing more
                 break
             for doc in waiting:
