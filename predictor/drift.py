@@ -14,8 +14,15 @@ Two checks over sliding windows, both against the reference profile in the model
   moves the error by more than a few points is found within about a hundred observations, where
   the window's mean takes several hundred to fall ``drift_metric_drop`` below the holdout's.
 
+- **an early verdict on the live metric**: before the window is full, the live error of this
+  model's observations so far is tested against the error its holdout promised. A model swapped in
+  just after a change of the world has no "before" in its own series for the step test to find,
+  and its window takes a thousand observations to fill; a drop of more than ``drift_metric_drop``
+  that is ``common.change.Z`` standard errors deep is clear after a hundred or two.
+
 When a feature's PSI exceeds ``drift_psi_threshold``, the live metric falls more than
-``drift_metric_drop`` below the holdout's, or the live error steps up (while ``drift_metric_drop``
+``drift_metric_drop`` below the holdout's (over the full window, or early and significantly), or
+the live error steps up (while ``drift_metric_drop``
 is on), the monitor raises an ``Alarm``, at most once per
 ``drift_cooldown`` served requests; the service turns it into a ``retrain`` message with reason
 ``drift`` and the features that moved most.
@@ -44,7 +51,7 @@ from typing import Any, Final
 import numpy as np
 
 from common.bundle import ModelBundle
-from common.change import MIN_SEGMENT, Change, latest_change
+from common.change import MIN_SEGMENT, Change, Z, latest_change
 from common.pipeline import category_key
 from common.profile import PSI_FLOOR, ReferenceProfile
 
@@ -193,6 +200,9 @@ class DriftMonitor:
             )
             if worse > self.metric_drop:
                 causes.append("metric")
+        elif self.metric_drop > 0 and (early := self._early_drop(model)) is not None:
+            causes.append("metric")
+            live = early
         step = self._step(model) if self.metric_drop > 0 else None
         if step is not None:
             causes.append("step")
@@ -309,6 +319,25 @@ class DriftMonitor:
         values = model.live.ordered()[:, 0]
         errors = values if model.regression else 1.0 - values
         return latest_change(errors, not model.regression)
+
+    def _early_drop(self, model: _Model) -> float | None:
+        """Before the window is full: the live metric so far, if its error is more than
+        ``metric_drop`` worse than the holdout's, by ``Z`` standard errors; else None."""
+        if model.live is None or model.holdout is None or model.live.filled < 2 * MIN_SEGMENT:
+            return None
+        n = model.live.filled
+        values = model.live.rows[:n, 0]
+        if model.regression:
+            expected, observed = model.holdout, float(values.mean())
+            se = float(values.std()) / math.sqrt(n)
+            worse = (observed - expected) / max(expected, 1e-12)
+        else:
+            expected, observed = 1.0 - model.holdout, 1.0 - float(values.mean())
+            p = min(max(observed, 0.5 / n), 1.0 - 0.5 / n)  # a binomial error, never exactly 0
+            se = math.sqrt(p * (1.0 - p) / n)
+            worse = observed - expected
+        significant = worse > self.metric_drop and se > 0 and (observed - expected) / se >= Z
+        return float(values.mean()) if significant else None
 
     def _fold_outcomes(self, model: _Model) -> None:
         outcomes, self.outcomes = self.outcomes, []

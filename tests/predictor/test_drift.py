@@ -64,7 +64,8 @@ def test_no_alarm_on_the_reference_population_and_nothing_before_a_full_window(b
     assert monitor.live_metric is not None and monitor.served_in_window == 500
     shifted = synthetic_frame(400, seed=12)
     shifted["x2"] += 3
-    fresh = DriftMonitor(window=500, psi_threshold=0.25, metric_drop=0.05, cooldown=0)
+    # the input check waits for a full window (the live metric's early verdict has its own test)
+    fresh = DriftMonitor(window=500, psi_threshold=0.25, metric_drop=0, cooldown=0)
     assert feed(fresh, "1", bundle, shifted) == []  # 400 < window: no verdict yet
     assert fresh.overall_psi is None and fresh.live_metric is None
 
@@ -113,6 +114,25 @@ def test_a_step_in_the_live_error_raises_an_alarm_long_before_the_window_mean_fa
     assert monitor.live_metric is not None and monitor.live_metric > alarms[0].holdout - 0.05  # type: ignore[operator]
     quiet = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=0)
     assert feed(quiet, "1", bundle, synthetic_frame(3000, seed=23)) == []  # no change: no step
+
+
+def test_a_model_swapped_in_after_a_change_is_judged_early_against_its_holdout(bundle: ModelBundle) -> None:
+    """A model that starts serving just after a change has no "before" in its own answers for the
+    step test; its live error, far above what its holdout promised, raises a metric alarm within a
+    few hundred observations, long before its 1,000-observation window is full. Without a change
+    the early verdict stays quiet."""
+    changed = synthetic_frame(1000, seed=24)
+    flip = np.random.default_rng(4).random(len(changed)) < 0.25
+    changed["y"] = np.where(flip, np.where(changed.y == "yes", "no", "yes"), changed.y)
+    monitor = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=10_000)
+    alarms = feed(monitor, "2", bundle, changed, batch=50)
+    assert len(alarms) == 1 and alarms[0].causes == ("metric",), alarms
+    alarm = alarms[0]
+    assert alarm.observations <= 400, alarm.observations  # the window holds 1,000
+    assert alarm.live is not None and alarm.holdout is not None and alarm.live < alarm.holdout - 0.05
+    assert "vs holdout" in alarm.describe()
+    quiet = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=0)
+    assert feed(quiet, "2", bundle, synthetic_frame(900, seed=25), batch=50) == []
 
 
 def test_a_new_model_starts_new_windows_and_old_answers_do_not_count(bundle: ModelBundle) -> None:
