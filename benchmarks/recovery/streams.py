@@ -26,7 +26,7 @@ from sample_app.drift import apply_drift, plan_drift
 from sample_app.source import to_value
 
 TARGET = "y"
-STREAMS = ("agrawal", "sea", "hyperplane", "friedman", "none", "adult", "csv")
+STREAMS = ("agrawal", "sea", "sine", "stagger", "mixed", "led", "hyperplane", "friedman", "none", "adult", "csv")
 Task = Literal["binary", "multiclass", "regression"]
 
 # Agrawal: the classification function before and after the drift (river numbers them 0..9).
@@ -34,6 +34,12 @@ AGRAWAL_BEFORE, AGRAWAL_AFTER = 0, 2
 AGRAWAL_CATEGORIES = {"elevel": "e", "car": "c", "zipcode": "z"}
 # SEA: threshold 8 (variant 0) moves to 9.5 (variant 3): about 13% of the rows change class.
 SEA_BEFORE, SEA_AFTER = 0, 3
+# Further abrupt concept drifts, for streams the trainer was not tuned on (river's numbering):
+# Sine's boundary y < sin(x) becomes y < 0.5 + 0.3 sin(3 pi x); STAGGER's rule "small and red" becomes
+# "medium or large" (categorical inputs); Mixed's two boolean-and-sine rules swap their labels; LED
+# (ten classes, 10% noise, 17 irrelevant segments) has 7 of its segments swapped with irrelevant ones.
+OTHER_BEFORE_AFTER = {"sine": (0, 2), "stagger": (0, 2), "mixed": (0, 1), "led": (0, 7)}
+LED_NOISE = 0.1
 HYPERPLANE_MAG_CHANGE = 0.001
 HYPERPLANE_NOISE = 0.05
 DRIFT_SEED_OFFSET = 1000  # the drift stream's generator gets its own seed, so its rows are new rows
@@ -102,7 +108,7 @@ def make_stream(spec: StreamSpec) -> LabelledStream:
     """The stream of ``spec``: the same rows for the same spec, every time."""
     if spec.name != "csv" and not 0 < spec.drift_at < spec.rows:
         raise ConfigError(f"--drift-at must lie inside the stream (0 < {spec.drift_at} < {spec.rows} rows)")
-    if spec.name in ("agrawal", "sea", "none"):
+    if spec.name in ("agrawal", "sea", "none", *OTHER_BEFORE_AFTER):
         return _classification(spec)
     if spec.name == "hyperplane":
         return _hyperplane(spec)
@@ -159,9 +165,21 @@ def _classification(spec: StreamSpec) -> LabelledStream:
     def generator(function: int, seed: int) -> Any:
         if spec.name == "sea":
             return synth.SEA(variant=function, seed=seed)
+        if spec.name == "sine":
+            return synth.Sine(classification_function=function, seed=seed)
+        if spec.name == "stagger":
+            return synth.STAGGER(classification_function=function, seed=seed)
+        if spec.name == "mixed":
+            return synth.Mixed(classification_function=function, seed=seed)
+        if spec.name == "led":
+            return synth.LEDDrift(seed=seed, noise_percentage=LED_NOISE, irrelevant_features=True,
+                                  n_drift_features=function)  # fmt: skip
         return synth.Agrawal(classification_function=function, seed=seed)
 
-    before, after = (SEA_BEFORE, SEA_AFTER) if spec.name == "sea" else (AGRAWAL_BEFORE, AGRAWAL_AFTER)
+    if spec.name in OTHER_BEFORE_AFTER:
+        before, after = OTHER_BEFORE_AFTER[spec.name]
+    else:
+        before, after = (SEA_BEFORE, SEA_AFTER) if spec.name == "sea" else (AGRAWAL_BEFORE, AGRAWAL_AFTER)
     if spec.name == "none":
         after = before
     drifting = _concept_drift(
@@ -172,11 +190,18 @@ def _classification(spec: StreamSpec) -> LabelledStream:
         spec.seed,
     )
     frame = _frame(_take(drifting, spec.rows))
-    if spec.name != "sea":
+    if spec.name in ("agrawal", "none"):
         for column, prefix in AGRAWAL_CATEGORIES.items():
             frame[column] = [f"{prefix}{int(v)}" for v in frame[column]]
+    if spec.name == "stagger":
+        for column in ("size", "color", "shape"):
+            frame[column] = [f"{column[0]}{int(v)}" for v in frame[column]]
+    for column in frame.select_dtypes(bool).columns:
+        frame[column] = frame[column].astype("int64")
     frame[TARGET] = frame[TARGET].astype("int64")
-    what = "SEA variant" if spec.name == "sea" else "Agrawal classification function"
+    task: Task = "multiclass" if spec.name == "led" else "binary"
+    what = {"sea": "SEA variant", "sine": "Sine function", "stagger": "STAGGER function", "mixed": "Mixed function",
+            "led": "LED, segments drifted:"}.get(spec.name, "Agrawal classification function")  # fmt: skip
     if spec.name == "none":
         description = f"{what} {before} throughout (no drift; the rows after row {spec.drift_at:,} come from a "
         description += "second generator with the same function)"
@@ -184,7 +209,7 @@ def _classification(spec: StreamSpec) -> LabelledStream:
     else:
         description = f"{what} {before} → {after} at row {spec.drift_at:,} ({spec.kind})"
         drifts = (spec.drift_at,)
-    return LabelledStream(spec, frame, TARGET, "binary", drifts, description)
+    return LabelledStream(spec, frame, TARGET, task, drifts, description)
 
 
 def _hyperplane(spec: StreamSpec) -> LabelledStream:
