@@ -10,6 +10,7 @@ import lightgbm as lgb
 import numpy as np
 
 from common import tags as tag
+from common.bundle import ModelBundle
 from common.errors import ConfigError
 from common.kafka import ensure_topics, make_producer, send_and_wait
 from common.messages import ModelReload
@@ -64,8 +65,8 @@ def bootstrap(settings: Settings, publish: bool = True) -> ModelReload:
         ty = pipeline.encode_labels(test[settings.target].tolist())
         ok = ~np.isnan(ty)
         metrics = evaluate(bundle, pipeline.transform_frame(test)[ok], ty[ok])
-    else:
-        metrics = evaluate(bundle, x[valid], y[valid])
+    else:  # the probe never saw these rows; the final model did, and would flatter itself on them
+        metrics = evaluate(ModelBundle(probe, pipeline), x[valid], y[valid])
     profile = ReferenceProfile.build(pipeline, x[reference_rows(len(y), 0, settings.seed)], metrics)
     bundle = type(bundle)(bundle.booster, pipeline, {**bundle.meta, "metrics": metrics, "profile": profile.to_dict()})
 
