@@ -36,7 +36,7 @@ from trainer.data import BaseData, CycleData, Observations, assemble, load_base,
 from trainer.drift import ADVERSARIAL_ROWS, adversarial_validation, reference_rows
 from trainer.fit import evaluate, parallel_trials, row_losses, task_params, train_bundle, usable_cores
 from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
-from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
+from trainer.objective import CrossValidation, TrialInterrupted, build_dataset
 from trainer.observations import ObservationLog, Refresh
 from trainer.progress import SearchProgress
 from trainer.promotion import Decision, better_share, decide
@@ -244,7 +244,7 @@ class CycleRunner:
 
     def _new_world_only(self, base: BaseData, data: CycleData, selected: tuple[Observations, int]) -> CycleData | None:
         """After a change with the old rows kept at ``pre_change_weight``: the other variant, the
-        rows after the change alone (``_choose_world`` keeps the better one), from the same
+        rows after the change alone (``_new_world_first`` keeps the better one), from the same
         ``selected`` observations."""
         if data.change is None or data.old_weight == 0 or data.rows_new_world < self.settings.min_rows:
             return None
@@ -390,15 +390,13 @@ class CycleRunner:
 
         champion = self._champion(data)
         try:
-            fast_score: TrialScore | None = None
             if new_world is not None:
-                data, dataset, fast_score = self._choose_world(run, data, new_world, champion)
-            params = task_params(pipeline, settings, data.rows)
-            if fast_score is None:
-                dataset = build_dataset(pipeline, data.x, data.y, data.weight, params)
-            cv = self._cross_validation(dataset, params, pipeline.task)
-            context = _Context(run, batch, data, refresh, params, dataset, champion)
-            fast, fast_outcome, known = self._fast_refit(context, cv, fast_score)
+                context, cv, fast, fast_outcome, known = self._new_world_first(run, batch, data, new_world, refresh,
+                                                                               champion)  # fmt: skip
+                data = context.data
+            else:
+                context, cv = self._context(run, batch, data, refresh, champion)
+                fast, fast_outcome, known = self._fast_refit(context, cv)
             fast_params = warm_start(champion.params)
             result = self._search(context, cv, fast_params, known, self._past_points(run, pipeline.task))
         except TrialInterrupted as exc:
@@ -444,52 +442,67 @@ class CycleRunner:
         cv.interrupt = self._stop_search
         return cv
 
-    def _choose_world(
-        self, run: CycleRun, kept: CycleData, alone: CycleData, champion: _Champion
-    ) -> tuple[CycleData, Any, TrialScore]:
-        """Of the two variants of the data after a change (older rows kept at a share of the weight,
-        or the new rows alone), the new rows alone unless the old rows' fast refit (the champion's
-        parameters) beats it on the holdout they share with the confidence promotion asks. Where the
-        whole label rule changed the old rows mislead; where a part of it did they fill in what the
-        new rows have not shown yet; the new world says which. Returns the chosen variant with its
-        Dataset and the cross-validation of its fast refit (which the fast refit reuses)."""
-        pipeline, scores, losses, built = kept.pipeline, [], [], []
+    def _context(
+        self, run: CycleRun, batch: RetrainBatch, data: CycleData, refresh: Refresh, champion: _Champion
+    ) -> tuple[_Context, CrossValidation]:
+        """The cycle's data made ready to train on: its one LightGBM Dataset and its objective."""
+        params = task_params(data.pipeline, self.settings, data.rows)
+        dataset = build_dataset(data.pipeline, data.x, data.y, data.weight, params)
+        cv = self._cross_validation(dataset, params, data.pipeline.task)
+        return _Context(run, batch, data, refresh, params, dataset, champion), cv
+
+    def _new_world_first(
+        self, run: CycleRun, batch: RetrainBatch, kept: CycleData, alone: CycleData, refresh: Refresh,
+        champion: _Champion,
+    ) -> tuple[_Context, CrossValidation, _Candidate | None, _Outcome, dict[Any, Any]]:  # fmt: skip
+        """After a change, of the two variants of the data (the rows after it alone, or with the older
+        rows kept at a share of the weight): the new rows alone first, their fast refit crowned at once
+        if it beats the champion, since every second the old model serves is served wrong. Then the
+        older rows' fast refit (the same parameters) challenges it on the holdout they share, and wins
+        only with the confidence promotion asks. Where the whole label rule changed the old rows
+        mislead; where a part of it did they fill in what the new rows have not shown yet; the new
+        world says which. Returns the chosen variant, ready for the search, with its fast refit."""
+        context, cv = self._context(run, batch, alone, refresh, champion)
+        fast, outcome, known = self._fast_refit(context, cv)
+        if fast is None:  # no champion, so no fast refit to challenge: the new rows alone
+            return context, cv, fast, outcome, known
         started = time.perf_counter()
-        hx, hy = kept.holdout.matrix(pipeline)
+        rival, rival_cv = self._context(run, batch, kept, refresh, context.champion)
         fast_params = warm_start(champion.params)
-        for data in (kept, alone):
-            began = time.perf_counter()
-            params = task_params(pipeline, self.settings, data.rows)
-            dataset = build_dataset(pipeline, data.x, data.y, data.weight, params)
-            score = self._cross_validation(dataset, params, pipeline.task)(fast_params)
-            bundle = train_bundle(pipeline, dataset, {**params, **fast_params}, score.best_iteration, {})
-            scores.append(evaluate(bundle, hx, hy)["loss"])
-            losses.append(row_losses(bundle, hx, hy))
-            built.append((dataset, replace(score, seconds=time.perf_counter() - began)))
-        # The rows after the change describe the world; the old ones must prove they help, as a
-        # candidate must beat the champion: in promotion_confidence of paired bootstrap resamples.
-        share = better_share(losses[0], losses[1], self.settings.seed)
+        score = replace(rival_cv(fast_params), seconds=time.perf_counter() - started)
+        challenger = self._candidate(rival, fast_params, score.best_iteration, score.loss, "fast refit")
+        share = better_share(challenger.losses, fast.losses, self.settings.seed)
         confidence = self.settings.promotion_confidence
+        scores = challenger.metrics["loss"], fast.metrics["loss"]
         keep = scores[0] < scores[1] and (confidence == 0 or share >= confidence)
         chosen = kept if keep else alone
         log.info("after the change: holdout loss %.5g with the older rows at %.2f of the weight (better in %.0f%% "
-                 "of paired resamples), %.5g without them: training %s them (%.1fs)", scores[0], kept.old_weight,
-                 100 * share, scores[1], "with" if chosen is kept else "without",
+                 "of paired resamples), %.5g without them: the search trains %s them (%.1fs)", scores[0],
+                 kept.old_weight, 100 * share, scores[1], "with" if keep else "without",
                  time.perf_counter() - started)  # fmt: skip
-        run.set_tags({tag.OLD_ROWS: f"{'kept' if chosen is kept else 'left out'} (holdout loss "
+        run.set_tags({tag.OLD_ROWS: f"{'kept' if keep else 'left out'} (holdout loss "
                       f"{scores[0]:.5g} with them at {kept.old_weight:g}, {scores[1]:.5g} without; with them better "
                       f"in {share:.0%} of paired resamples)",
                       tag.DATA_HASH: chosen.hash,
                       **{f"{tag.PREFIX}{k}": v for k, v in chosen.counts().items()}})  # fmt: skip
-        dataset, score = built[0 if keep else 1]
-        return chosen, dataset, score
+        if not keep:
+            return context, cv, fast, outcome, known
+        rival_cv.best_loss = min(rival_cv.best_loss, score.loss)
+        rival_outcome = self._decide(rival, challenger, register_rejected=False)
+        if rival_outcome.promoted:
+            rival.champion = _Champion(rival_outcome.version, challenger.bundle, challenger.metrics,
+                                       challenger.losses, fast_params)  # fmt: skip
+        return (
+            rival,
+            rival_cv,
+            challenger,
+            rival_outcome if rival_outcome.promoted else outcome,
+            {params_key(fast_params): score},
+        )
 
-    def _fast_refit(
-        self, context: _Context, cv: CrossValidation, score: TrialScore | None = None
-    ) -> tuple[_Candidate | None, _Outcome, dict[Any, Any]]:
+    def _fast_refit(self, context: _Context, cv: CrossValidation) -> tuple[_Candidate | None, _Outcome, dict[Any, Any]]:
         """The champion's parameters on the data of this cycle, crowned at once if it beats the
-        champion (``score``: their cross-validation, when it is known already). With no champion to
-        beat (no bootstrap), the search alone decides."""
+        champion. With no champion to beat (no bootstrap), the search alone decides."""
         champion = context.champion
         fast_params = warm_start(champion.params)
         known: dict[Any, Any] = {}
@@ -497,8 +510,7 @@ class CycleRunner:
         if champion.metrics is None:
             return None, outcome, known
         started = time.perf_counter()
-        if score is None:
-            score = replace(cv(fast_params), seconds=time.perf_counter() - started)
+        score = replace(cv(fast_params), seconds=time.perf_counter() - started)
         cv.best_loss = min(cv.best_loss, score.loss)  # the search's pruning measures trials against it
         known[params_key(fast_params)] = score  # the search's trial 1
         fast = self._candidate(context, fast_params, score.best_iteration, score.loss, "fast refit")
