@@ -169,7 +169,13 @@ class Settings(BaseSettings):
         "trainer",
         ge=0,
     )
-    min_rows: int = _field(200, "A cycle with fewer training rows publishes nothing.", "trainer", ge=1)
+    min_rows: int = _field(
+        80,
+        "A cycle with fewer training rows publishes nothing (just after a change of the world the first model "
+        "trains on this many rows of the new one, if it beats the champion).",
+        "trainer",
+        ge=1,
+    )
     objective: str | None = _field(None, "LightGBM objective (default follows the task).", "trainer")
     metric: str | None = _field(None, "LightGBM metric (default: binary_logloss, multi_logloss or l2).", "trainer")
     seed: int = _field(42, "Seed of the search and of LightGBM.", "trainer")

@@ -57,7 +57,7 @@ from common.profile import PSI_FLOOR, ReferenceProfile
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY: Final = 100  # served requests between two PSI evaluations
+CHECK_EVERY: Final = 50  # served requests (or joined observations) between two evaluations
 TOP_FEATURES: Final = 3
 
 
