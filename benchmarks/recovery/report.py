@@ -199,7 +199,8 @@ RUN_IT = [
     "python -m benchmarks.recovery --suite --streams agrawal,sea,friedman,adult --seeds 1,2,3 --out /tmp/r",
     "```",
     "",
-    "Streams: `agrawal`, `sea`, `hyperplane`, `friedman` (regression), `none`, `adult`, `csv`; `--broker tansu` "
+    "Streams: `agrawal`, `sea`, `sine`, `stagger`, `mixed`, `led` (ten classes), `hyperplane`, `friedman` "
+    "(regression), `none`, `adult`, `csv`; `--broker tansu` "
     "runs on the embedded broker; `--bootstrap-servers` on a running one. The services' logs stay in "
     "`.streamfit/recovery-logs/<stream>/`; the raw numbers per window are in `recovery.json` next to this page.",
     "",

@@ -22,7 +22,9 @@ from benchmarks.recovery.streams import StreamSpec, make_stream
 # --- streams -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["agrawal", "sea", "none", "hyperplane", "friedman", "adult"])
+@pytest.mark.parametrize(
+    "name", ["agrawal", "sea", "sine", "stagger", "mixed", "led", "none", "hyperplane", "friedman", "adult"]
+)
 def test_a_stream_is_the_same_for_the_same_spec_and_another_for_another_seed(name: str) -> None:
     spec = StreamSpec(name, seed=3, rows=1200, drift_at=600)
     first, again = make_stream(spec), make_stream(spec)
@@ -59,6 +61,24 @@ def test_agrawal_has_string_categories_and_no_drift_means_no_drift_mark() -> Non
     assert drifting.frame["car"].str.startswith("c").all() and drifting.frame["zipcode"].str.startswith("z").all()
     assert make_stream(StreamSpec("none", seed=1, rows=800, drift_at=400)).drifts == ()
     assert make_stream(StreamSpec("hyperplane", seed=1, rows=800, drift_at=400)).drifts == ()
+
+
+def test_the_other_abrupt_drifts_change_the_label_rule_at_the_row_asked() -> None:
+    """A model of the rows before the drift is right before it and wrong after it: the rule moved."""
+    import lightgbm as lgb
+
+    for name, floor, after_at_most in (("stagger", 0.99, 0.5), ("mixed", 0.9, 0.3), ("led", 0.6, 0.3)):
+        stream = make_stream(StreamSpec(name, seed=1, rows=6000, drift_at=3000))
+        assert stream.drifts == (3000,) and stream.task == ("multiclass" if name == "led" else "binary")
+        frame = stream.frame
+        if name == "stagger":
+            assert frame["color"].str.startswith("c").all()  # categories, as strings
+            frame = frame.assign(**{c: frame[c].str[1:].astype(int) for c in ("size", "color", "shape")})
+        x, y = frame.drop(columns="y").to_numpy(dtype=float), frame["y"].to_numpy()
+        model = lgb.LGBMClassifier(n_estimators=60, verbose=-1).fit(x[:2000], y[:2000])
+        before = float((model.predict(x[2000:3000]) == y[2000:3000]).mean())
+        after = float((model.predict(x[3100:]) == y[3100:]).mean())
+        assert before >= floor and after <= after_at_most, (name, before, after)
 
 
 def test_friedman_is_a_regression_and_adult_carries_the_demo_drift() -> None:
