@@ -22,10 +22,9 @@ Two checks over sliding windows, both against the reference profile in the model
 
 When a feature's PSI exceeds ``drift_psi_threshold``, the live metric falls more than
 ``drift_metric_drop`` below the holdout's (over the full window, or early and significantly), or
-the live error steps up (while ``drift_metric_drop``
-is on), the monitor raises an ``Alarm``, at most once per
-``drift_cooldown`` served requests; the service turns it into a ``retrain`` message with reason
-``drift`` and the features that moved most.
+the live error steps up (while ``drift_metric_drop`` is on), the monitor raises an ``Alarm``, at
+most once per ``drift_cooldown`` served requests; the service turns it into a ``retrain`` message
+with reason ``drift`` and the features that moved most.
 
 Cost on the serving path: per batch, a reference to the matrix the model already read is kept,
 and per joined observation one tuple is appended to a list. Every ``CHECK_EVERY`` requests (or
