@@ -53,6 +53,7 @@ TASK: Final = "streamfit.task"
 HOLDOUT: Final = "streamfit.holdout"  # which holdout decided: the base test split or the newest observations
 CHANGE_AT: Final = "streamfit.change_at"  # the first observation of the current world, or none
 OLD_ROWS: Final = "streamfit.old_rows"  # after a change: whether the older rows were kept, and why
+NEW_WORLD_VERSION: Final = "streamfit.new_world_version"  # crowned from the new rows alone before the old rows won
 DRIFT_REQUESTED_FOR: Final = "streamfit.drift_requested_for"  # the features a drift request named
 DRIFT_SCORE: Final = "streamfit.drift_score"
 DRIFT_TOP: Final = "streamfit.drift_top"

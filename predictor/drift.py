@@ -1,7 +1,6 @@
 """Serving-side drift: is what the predictor serves still what its model was made for?
 
-Two checks over sliding windows, both against the reference profile in the model's bundle
-(``common.profile``):
+Four checks, against the reference profile in the model's bundle (``common.profile``):
 
 - **input drift**: the population stability index (PSI) of every feature over the last
   ``drift_window`` served requests; overall PSI is their mean;
@@ -139,6 +138,7 @@ class _Model:
     metric: str | None  # accuracy / mae, when the holdout has it
     holdout: float | None
     regression: bool
+    holdout_rows: float = math.inf  # how many rows the holdout figure stands on (unknown: exact)
     bins: _Ring | None = None
     counts: np.ndarray | None = None
     expected: np.ndarray | None = None  # features x width, floored, for the vectorised PSI
@@ -274,7 +274,8 @@ class DriftMonitor:
         metric = "mae" if regression else "accuracy"
         holdout_metrics: Mapping[str, float] = profile.holdout if profile and profile.holdout else bundle.metrics
         holdout = holdout_metrics.get(metric)
-        model = _Model(version, profile, metric if holdout is not None else None, holdout, regression)
+        model = _Model(version, profile, metric if holdout is not None else None, holdout, regression,
+                       holdout_rows=holdout_metrics.get("rows") or math.inf)  # fmt: skip
         if profile is None:
             log.warning("model version %s has no reference profile (an older bundle): input drift is not checked",
                         version)  # fmt: skip
@@ -330,10 +331,9 @@ class DriftMonitor:
             expected, observed = model.holdout, float(values.mean())
             se = float(values.std()) / math.sqrt(n)
             worse = (observed - expected) / max(expected, 1e-12)
-        else:
+        else:  # both error rates are estimates: the holdout's may stand on a few dozen rows
             expected, observed = 1.0 - model.holdout, 1.0 - float(values.mean())
-            p = min(max(observed, 0.5 / n), 1.0 - 0.5 / n)  # a binomial error, never exactly 0
-            se = math.sqrt(p * (1.0 - p) / n)
+            se = math.sqrt(_binomial_variance(observed, n) + _binomial_variance(expected, model.holdout_rows))
             worse = observed - expected
         significant = worse > self.metric_drop and se > 0 and (observed - expected) / se >= Z
         return float(values.mean()) if significant else None
@@ -357,6 +357,14 @@ class DriftMonitor:
             return
         model.live.push(scored.reshape(-1, 1))
         model.live_sum = float(model.live.rows[: model.live.filled].sum())  # exact, not a running sum
+
+
+def _binomial_variance(rate: float, rows: float) -> float:
+    """The variance of an error rate measured on ``rows`` rows, never exactly 0 (none for infinitely many)."""
+    if not math.isfinite(rows):
+        return 0.0
+    p = min(max(rate, 0.5 / rows), 1.0 - 0.5 / rows)
+    return p * (1.0 - p) / rows
 
 
 def _error(prediction: Any, label: Any) -> float | None:

@@ -464,7 +464,8 @@ class CycleRunner:
         world says which. Returns the chosen variant, ready for the search, with its fast refit."""
         context, cv = self._context(run, batch, alone, refresh, champion)
         fast, outcome, known = self._fast_refit(context, cv)
-        if fast is None:  # no champion, so no fast refit to challenge: the new rows alone
+        if fast is None:  # no champion to compare with: nothing to judge the older rows by either
+            self._tag_world(run, alone, "left out (no comparable champion to judge them by)")
             return context, cv, fast, outcome, known
         started = time.perf_counter()
         rival, rival_cv = self._context(run, batch, kept, refresh, context.champion)
@@ -472,26 +473,27 @@ class CycleRunner:
         score = replace(rival_cv(fast_params), seconds=time.perf_counter() - started)
         challenger = self._candidate(rival, fast_params, score.best_iteration, score.loss, "fast refit")
         share = better_share(challenger.losses, fast.losses, self.settings.seed)
-        confidence = self.settings.promotion_confidence
         scores = challenger.metrics["loss"], fast.metrics["loss"]
-        keep = scores[0] < scores[1] and (confidence == 0 or share >= confidence)
-        chosen = kept if keep else alone
+        settings = self.settings
+        keep = decide(*scores, settings.promotion_margin, share=share, confidence=settings.promotion_confidence).promote
         log.info("after the change: holdout loss %.5g with the older rows at %.2f of the weight (better in %.0f%% "
                  "of paired resamples), %.5g without them: the search trains %s them (%.1fs)", scores[0],
                  kept.old_weight, 100 * share, scores[1], "with" if keep else "without",
                  time.perf_counter() - started)  # fmt: skip
-        run.set_tags({tag.OLD_ROWS: f"{'kept' if keep else 'left out'} (holdout loss "
-                      f"{scores[0]:.5g} with them at {kept.old_weight:g}, {scores[1]:.5g} without; with them better "
-                      f"in {share:.0%} of paired resamples)",
-                      tag.DATA_HASH: chosen.hash,
-                      **{f"{tag.PREFIX}{k}": v for k, v in chosen.counts().items()}})  # fmt: skip
+        self._tag_world(run, kept if keep else alone, f"{'kept' if keep else 'left out'} (holdout loss {scores[0]:.5g} "
+                        f"with them at {kept.old_weight:g}, {scores[1]:.5g} without; with them better in {share:.0%} "
+                        "of paired resamples)")  # fmt: skip
         if not keep:
             return context, cv, fast, outcome, known
+        # The same rule as the comparison above, against the same losses when the new rows' refit was
+        # crowned: the older rows' refit is crowned too (two versions from one cycle; the run names both).
         rival_cv.best_loss = min(rival_cv.best_loss, score.loss)
         rival_outcome = self._decide(rival, challenger, register_rejected=False)
         if rival_outcome.promoted:
             rival.champion = _Champion(rival_outcome.version, challenger.bundle, challenger.metrics,
                                        challenger.losses, fast_params)  # fmt: skip
+            if outcome.promoted:
+                run.set_tags({tag.NEW_WORLD_VERSION: outcome.version or "none"})
         return (
             rival,
             rival_cv,
@@ -499,6 +501,11 @@ class CycleRunner:
             rival_outcome if rival_outcome.promoted else outcome,
             {params_key(fast_params): score},
         )
+
+    def _tag_world(self, run: CycleRun, chosen: CycleData, old_rows: str) -> None:
+        """The run's data tags follow the variant the search trains on (the run began with the other)."""
+        run.set_tags({tag.OLD_ROWS: old_rows, tag.DATA_HASH: chosen.hash,
+                      **{f"{tag.PREFIX}{k}": v for k, v in chosen.counts().items()}})  # fmt: skip
 
     def _fast_refit(self, context: _Context, cv: CrossValidation) -> tuple[_Candidate | None, _Outcome, dict[Any, Any]]:
         """The champion's parameters on the data of this cycle, crowned at once if it beats the

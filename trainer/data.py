@@ -19,8 +19,9 @@ Decisions, and why:
   error stepping up at some observation, the holdout is the newest share of the rows after it and
   the model trains on the rest of them, plus, in one of two variants, every row from before it
   (base data included) together weighing ``pre_change_weight`` (default a quarter) of the new rows.
-  The cycle scores both (``trainer.cycle``) and keeps the old rows only if the holdout prefers
-  them with the confidence a promotion needs: where the whole
+  The cycle fits the new rows alone first and crowns that fast refit if it beats the champion; then
+  the old rows' fit challenges it (``trainer.cycle``), kept only if the holdout prefers it by the
+  rule a promotion uses (with no comparable champion they are left out): where the whole
   label rule changed (River's SEA and Agrawal) the old rows cost up to 28 points, where only a
   segment did and the old rows are many (the demo: 32,561 Adult rows) they hold what the new rows
   have not shown yet (``benchmarks/old_rows.py``, docs/benchmarks.md).

@@ -67,7 +67,8 @@ def test_the_other_abrupt_drifts_change_the_label_rule_at_the_row_asked() -> Non
     """A model of the rows before the drift is right before it and wrong after it: the rule moved."""
     import lightgbm as lgb
 
-    for name, floor, after_at_most in (("stagger", 0.99, 0.5), ("mixed", 0.9, 0.3), ("led", 0.6, 0.3)):
+    cases = (("sine", 0.95, 0.85), ("stagger", 0.99, 0.5), ("mixed", 0.9, 0.3), ("led", 0.6, 0.3))
+    for name, floor, after_at_most in cases:
         stream = make_stream(StreamSpec(name, seed=1, rows=6000, drift_at=3000))
         assert stream.drifts == (3000,) and stream.task == ("multiclass" if name == "led" else "binary")
         frame = stream.frame

@@ -88,14 +88,14 @@ def test_bootstrap_on_an_unseen_csv_publishes_a_verifiable_champion(
 def test_without_a_test_set_the_holdout_figure_is_from_rows_the_model_never_saw(
     settings_factory: SettingsFactory, tmp_path: Path
 ) -> None:
-    """With labels a third noise, a model scored on rows it trained on looks far better than it is
+    """With 30% of the labels flipped, a model scored on rows it trained on looks far better than it is
     (the predictor then compares live answers with a figure they can never reach, and raises drift
     alarms on an unchanged world). The version's holdout accuracy must match fresh rows' instead."""
     noisy = churn_csv(tmp_path / "noisy.csv", rows=3000, seed=3)
     fresh = churn_csv(tmp_path / "fresh.csv", rows=3000, seed=4)
-    for path in (noisy, fresh):
+    for seed, path in enumerate((noisy, fresh)):
         df = pd.read_csv(path)
-        flip = np.random.default_rng(len(str(path))).random(len(df)) < 0.3
+        flip = np.random.default_rng(seed).random(len(df)) < 0.3
         df["churned"] = np.where(flip, np.where(df.churned == "yes", "no", "yes"), df.churned)
         df.to_csv(path, index=False)
     settings = settings_factory(data=noisy, target="churned", max_rounds=300)

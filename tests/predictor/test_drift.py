@@ -135,6 +135,18 @@ def test_a_model_swapped_in_after_a_change_is_judged_early_against_its_holdout(b
     assert feed(quiet, "2", bundle, synthetic_frame(900, seed=25), batch=50) == []
 
 
+def test_the_early_verdict_allows_for_a_holdout_of_a_few_rows(bundle: ModelBundle) -> None:
+    """The first model after a change is crowned on a holdout of a few dozen rows: a perfect score
+    there promises little. Six points short of it after 900 answers is an alarm when the figure
+    stands on 5,000 rows, and not when it stands on 20."""
+    frame = synthetic_frame(900, seed=26)
+    for rows, alarms in ((5000.0, 1), (20.0, 0)):
+        promised = profiled(bundle, {"loss": 0.01, "accuracy": 1.0, "rows": rows})
+        monitor = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=10_000)
+        raised = feed(monitor, "3", promised, frame, batch=50)
+        assert len(raised) == alarms and all(a.causes == ("metric",) for a in raised), (rows, raised)
+
+
 def test_a_new_model_starts_new_windows_and_old_answers_do_not_count(bundle: ModelBundle) -> None:
     monitor = DriftMonitor(window=200, psi_threshold=0.25, metric_drop=0.05, cooldown=0)
     feed(monitor, "1", bundle, synthetic_frame(400, seed=17))

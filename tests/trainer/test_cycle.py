@@ -245,7 +245,7 @@ def test_a_cycle_just_after_a_change_waits_for_rows_of_the_new_world(
     # The new rows alone came first: their fast refit (over a champion that serves the old rule)
     # was crowned before the older rows were tried, so a slow second fit delays no fresh model.
     assert result.fast_version is not None, result.fast_refit
-    assert caplog.text.index("fast refit of cycle") < caplog.text.index("after the change: holdout loss")
+    assert caplog.text.index("(fast refit) promoted") < caplog.text.index("after the change: holdout loss")
 
 
 def test_an_unreachable_mlflow_store_fails_the_cycle_and_leaves_the_offset(
