@@ -36,7 +36,7 @@ from trainer.data import BaseData, CycleData, Observations, assemble, load_base,
 from trainer.drift import ADVERSARIAL_ROWS, adversarial_validation, reference_rows
 from trainer.fit import evaluate, parallel_trials, row_losses, task_params, train_bundle, usable_cores
 from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
-from trainer.objective import CrossValidation, TrialInterrupted, build_dataset
+from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
 from trainer.observations import ObservationLog, Refresh
 from trainer.progress import SearchProgress
 from trainer.promotion import Decision, better_share, decide
@@ -470,11 +470,10 @@ class CycleRunner:
         started = time.perf_counter()
         rival, rival_cv = self._context(run, batch, kept, refresh, context.champion)
         fast_params = warm_start(champion.params)
-        score = replace(rival_cv(fast_params), seconds=time.perf_counter() - started)
-        challenger = self._candidate(rival, fast_params, score.best_iteration, score.loss, "fast refit")
-        share = better_share(challenger.losses, fast.losses, self.settings.seed)
-        scores = challenger.metrics["loss"], fast.metrics["loss"]
+        challenger, score = self._fit_fast(rival, rival_cv, fast_params)
         settings = self.settings
+        share = better_share(challenger.losses, fast.losses, settings.seed)
+        scores = challenger.metrics["loss"], fast.metrics["loss"]
         keep = decide(*scores, settings.promotion_margin, share=share, confidence=settings.promotion_confidence).promote
         log.info("after the change: holdout loss %.5g with the older rows at %.2f of the weight (better in %.0f%% "
                  "of paired resamples), %.5g without them: the search trains %s them (%.1fs)", scores[0],
@@ -487,20 +486,10 @@ class CycleRunner:
             return context, cv, fast, outcome, known
         # The same rule as the comparison above, against the same losses when the new rows' refit was
         # crowned: the older rows' refit is crowned too (two versions from one cycle; the run names both).
-        rival_cv.best_loss = min(rival_cv.best_loss, score.loss)
-        rival_outcome = self._decide(rival, challenger, register_rejected=False)
-        if rival_outcome.promoted:
-            rival.champion = _Champion(rival_outcome.version, challenger.bundle, challenger.metrics,
-                                       challenger.losses, fast_params)  # fmt: skip
-            if outcome.promoted:
-                run.set_tags({tag.NEW_WORLD_VERSION: outcome.version or "none"})
-        return (
-            rival,
-            rival_cv,
-            challenger,
-            rival_outcome if rival_outcome.promoted else outcome,
-            {params_key(fast_params): score},
-        )
+        rival_outcome, rival_known = self._offer_fast(rival, rival_cv, challenger, score, fast_params)
+        if rival_outcome.promoted and outcome.promoted:
+            run.set_tags({tag.NEW_WORLD_VERSION: outcome.version or "none"})
+        return rival, rival_cv, challenger, rival_outcome if rival_outcome.promoted else outcome, rival_known
 
     def _tag_world(self, run: CycleRun, chosen: CycleData, old_rows: str) -> None:
         """The run's data tags follow the variant the search trains on (the run began with the other)."""
@@ -511,22 +500,34 @@ class CycleRunner:
         """The champion's parameters on the data of this cycle, crowned at once if it beats the
         champion. With no champion to beat (no bootstrap), the search alone decides."""
         champion = context.champion
-        fast_params = warm_start(champion.params)
-        known: dict[Any, Any] = {}
-        outcome = _Outcome(Decision(False, "no fast refit: no champion to beat", math.nan, None, 0.0), None, None)
         if champion.metrics is None:
-            return None, outcome, known
-        started = time.perf_counter()
-        score = replace(cv(fast_params), seconds=time.perf_counter() - started)
-        cv.best_loss = min(cv.best_loss, score.loss)  # the search's pruning measures trials against it
-        known[params_key(fast_params)] = score  # the search's trial 1
-        fast = self._candidate(context, fast_params, score.best_iteration, score.loss, "fast refit")
-        outcome = self._decide(context, fast, register_rejected=False)
-        log.info("fast refit of cycle %s in %.1fs (%d rounds): %s", context.run.run_id,
-                 time.perf_counter() - started, score.best_iteration, outcome.decision.reason)  # fmt: skip
-        if outcome.promoted:
-            context.champion = _Champion(outcome.version, fast.bundle, fast.metrics, fast.losses, fast_params)
+            nothing = Decision(False, "no fast refit: no champion to beat", math.nan, None, 0.0)
+            return None, _Outcome(nothing, None, None), {}
+        params = warm_start(champion.params)
+        fast, score = self._fit_fast(context, cv, params)
+        outcome, known = self._offer_fast(context, cv, fast, score, params)
         return fast, outcome, known
+
+    def _fit_fast(
+        self, context: _Context, cv: CrossValidation, params: dict[str, Any]
+    ) -> tuple[_Candidate, TrialScore]:
+        """``params`` cross-validated (for the rounds) and fit on the context's data."""
+        started = time.perf_counter()
+        score = replace(cv(params), seconds=time.perf_counter() - started)
+        return self._candidate(context, params, score.best_iteration, score.loss, "fast refit"), score
+
+    def _offer_fast(
+        self, context: _Context, cv: CrossValidation, fast: _Candidate, score: TrialScore, params: dict[str, Any]
+    ) -> tuple[_Outcome, dict[Any, Any]]:
+        """A fast refit against the context's champion, crowned at once if it beats it. Either way its
+        score is the search's trial 1, and the bar the search's pruning measures trials against."""
+        cv.best_loss = min(cv.best_loss, score.loss)
+        outcome = self._decide(context, fast, register_rejected=False)
+        log.info("fast refit of cycle %s (%d rounds, cross-validated in %.1fs): %s", context.run.run_id,
+                 score.best_iteration, score.seconds, outcome.decision.reason)  # fmt: skip
+        if outcome.promoted:
+            context.champion = _Champion(outcome.version, fast.bundle, fast.metrics, fast.losses, params)
+        return outcome, {params_key(params): score}
 
     def _past_points(self, run: CycleRun, task: str) -> list[dict[str, Any]]:
         """The best parameters of the latest ``PAST_CYCLES`` finished cycles on the same base data
