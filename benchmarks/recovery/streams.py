@@ -29,16 +29,15 @@ TARGET = "y"
 STREAMS = ("agrawal", "sea", "sine", "stagger", "mixed", "led", "hyperplane", "friedman", "none", "adult", "csv")
 Task = Literal["binary", "multiclass", "regression"]
 
-# Agrawal: the classification function before and after the drift (river numbers them 0..9).
-AGRAWAL_BEFORE, AGRAWAL_AFTER = 0, 2
-AGRAWAL_CATEGORIES = {"elevel": "e", "car": "c", "zipcode": "z"}
-# SEA: threshold 8 (variant 0) moves to 9.5 (variant 3): about 13% of the rows change class.
-SEA_BEFORE, SEA_AFTER = 0, 3
-# Further abrupt concept drifts, for streams the trainer was not tuned on (river's numbering):
+# The concept before and after the drift, in river's numbering. Agrawal: classification function
+# 0 -> 2. SEA: threshold 8 (variant 0) moves to 9.5 (variant 3), about 13% of the rows change class.
 # Sine's boundary y < sin(x) becomes y < 0.5 + 0.3 sin(3 pi x); STAGGER's rule "small and red" becomes
 # "medium or large" (categorical inputs); Mixed's two boolean-and-sine rules swap their labels; LED
 # (ten classes, 10% noise, 17 irrelevant segments) has 7 of its segments swapped with irrelevant ones.
-OTHER_BEFORE_AFTER = {"sine": (0, 2), "stagger": (0, 2), "mixed": (0, 1), "led": (0, 7)}
+# "none" is Agrawal's function 0 throughout.
+BEFORE_AFTER = {"agrawal": (0, 2), "sea": (0, 3), "sine": (0, 2), "stagger": (0, 2), "mixed": (0, 1), "led": (0, 7),
+                "none": (0, 0)}  # fmt: skip
+AGRAWAL_CATEGORIES = {"elevel": "e", "car": "c", "zipcode": "z"}
 LED_NOISE = 0.1
 HYPERPLANE_MAG_CHANGE = 0.001
 HYPERPLANE_NOISE = 0.05
@@ -108,7 +107,7 @@ def make_stream(spec: StreamSpec) -> LabelledStream:
     """The stream of ``spec``: the same rows for the same spec, every time."""
     if spec.name != "csv" and not 0 < spec.drift_at < spec.rows:
         raise ConfigError(f"--drift-at must lie inside the stream (0 < {spec.drift_at} < {spec.rows} rows)")
-    if spec.name in ("agrawal", "sea", "none", *OTHER_BEFORE_AFTER):
+    if spec.name in BEFORE_AFTER:
         return _classification(spec)
     if spec.name == "hyperplane":
         return _hyperplane(spec)
@@ -176,12 +175,7 @@ def _classification(spec: StreamSpec) -> LabelledStream:
                                   n_drift_features=function)  # fmt: skip
         return synth.Agrawal(classification_function=function, seed=seed)
 
-    if spec.name in OTHER_BEFORE_AFTER:
-        before, after = OTHER_BEFORE_AFTER[spec.name]
-    else:
-        before, after = (SEA_BEFORE, SEA_AFTER) if spec.name == "sea" else (AGRAWAL_BEFORE, AGRAWAL_AFTER)
-    if spec.name == "none":
-        after = before
+    before, after = BEFORE_AFTER[spec.name]
     drifting = _concept_drift(
         generator(before, spec.seed),
         generator(after, spec.seed + DRIFT_SEED_OFFSET),
