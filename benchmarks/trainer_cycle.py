@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class Training:
     holdout_loss: float
     curve: tuple[tuple[float, float], ...] = ()  # (search seconds when the trial ended, its CV loss)
     pruned: int = 0
+    points: tuple[dict[str, Any], ...] = ()  # each trial's parameters, in order
 
     @property
     def best_cv_loss(self) -> float:
@@ -49,6 +50,35 @@ class Training:
 
     def trials_to(self, loss: float) -> int | None:
         return next((i + 1 for i, (_, value) in enumerate(self.curve) if value <= loss + 1e-12), None)
+
+
+def on_seed_yardstick(settings: Settings, training: Training) -> Training:
+    """``training``'s curve with every trial's loss replaced by the seed-style trainer's measure of
+    the point the cycle would have crowned by then (its best trial so far, by its own loss): the
+    ``cv_folds``-fold ``lgb.cv`` on the whole data set, as ``seed_style`` scores its trials. The
+    cycle may score its own trials otherwise (one held-out fifth on large data); the time stays the
+    cycle's, the quality is measured the same way for both."""
+    pipeline, x, y = _load(settings, settings.data_path)
+    base = task_params(pipeline, settings)
+    cv = CrossValidation(
+        build_dataset(pipeline, x, y, None, base), base, folds=settings.cv_folds, max_rounds=settings.max_rounds,
+        early_stopping=settings.early_stopping, seed=settings.seed, stratified=pipeline.task != "regression",
+    )  # fmt: skip
+    cv.prune = False
+    scores: dict[str, float] = {}
+    best, out = float("inf"), []
+    crowned: dict[str, Any] | None = None
+    for (elapsed, loss), params in zip(training.curve, training.points, strict=True):
+        if loss < best:
+            best, crowned = loss, params
+        if crowned is None:
+            out.append((elapsed, float("inf")))
+            continue
+        key = orjson.dumps(crowned, option=orjson.OPT_SORT_KEYS).decode()
+        if key not in scores:
+            scores[key] = cv(crowned).loss
+        out.append((elapsed, scores[key]))
+    return replace(training, curve=tuple(out))
 
 
 def _curve(trials: list[dict[str, Any]]) -> tuple[tuple[float, float], ...]:
@@ -73,8 +103,25 @@ def cycle(settings: Settings, runs: int = 1) -> list[Training]:
             local = store.client.download_artifacts(result.run_id, "search/trials.json")
             trials = orjson.loads(Path(local).read_bytes())
             out.append(Training(seconds, result.search_seconds, result.trials, result.candidate_metrics["loss"],
-                                _curve(trials), sum(1 for t in trials if t.get("pruned"))))  # fmt: skip
+                                _curve(trials), sum(1 for t in trials if t.get("pruned")),
+                                tuple(t["params"] for t in trials)))  # fmt: skip
     return out
+
+
+GROWN_FROM = 2 / 3  # the warm-start pair: the first cycle on this share of the rows, the second on all
+
+
+def grown(settings: Settings, path: Path) -> tuple[Training, Training]:
+    """Two cycles on a base data set that grows between them: the first on its first
+    ``GROWN_FROM`` rows, the second, warm-started from the first (same data path, same schema), on
+    all of them, as a base data set refreshed with newer rows is. ``path`` is written for each."""
+    frame = read_table(settings.data_path)
+    frame.iloc[: round(len(frame) * GROWN_FROM)].to_csv(path, index=False)
+    grown_settings = settings.model_copy(update={"data": path})
+    (first,) = cycle(grown_settings)
+    frame.to_csv(path, index=False)
+    (second,) = cycle(grown_settings)
+    return first, second
 
 
 def _load(settings: Settings, path: Any, pipeline: FeaturePipeline | None = None) -> tuple[Any, ...]:

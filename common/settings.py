@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         600.0, "Most seconds of search per cycle (the trial running at the end finishes).", "trainer", gt=0
     )
     cv_folds: int = _field(3, "Folds of lgb.cv in each trial.", "trainer", ge=2)
+    one_split_rows: int = _field(
+        20_000,
+        "Training rows from which a trial is scored on one held-out fifth of them instead of cv_folds "
+        "folds (0: always the folds).",
+        "trainer",
+        ge=0,
+    )
     max_rounds: int = _field(1000, "Most boosting rounds; early stopping picks fewer.", "trainer", ge=1)
     early_stopping: int = _field(30, "Rounds without improvement before lgb.cv stops.", "trainer", ge=1)
     holdout_share: float = _field(

@@ -60,6 +60,7 @@ DRIFT_TOP: Final = "streamfit.drift_top"
 OPTIMIZER: Final = "streamfit.optimizer"
 SPARK_PARALLELISM: Final = "streamfit.spark_parallelism"
 PARALLEL_TRIALS: Final = "streamfit.parallel_trials"
+TRIAL_FOLDS: Final = "streamfit.trial_folds"  # folds each trial was scored on (1: one held-out fifth)
 WARM_START_FROM: Final = "streamfit.warm_start_from"  # the earlier cycles whose best points the search tried
 BEST_TRIAL: Final = "streamfit.best_trial"
 STOPPED_BY: Final = "streamfit.stopped_by"  # trials, time_budget or stop

@@ -34,7 +34,15 @@ from trainer.coalesce import RetrainBatch
 from trainer.crown import crown
 from trainer.data import BaseData, CycleData, Observations, assemble, load_base, select_observations
 from trainer.drift import ADVERSARIAL_ROWS, adversarial_validation, reference_rows
-from trainer.fit import evaluate, parallel_trials, row_losses, task_params, train_bundle, usable_cores
+from trainer.fit import (
+    evaluate,
+    parallel_trials,
+    row_losses,
+    task_params,
+    train_bundle,
+    trial_folds,
+    usable_cores,
+)
 from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
 from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
 from trainer.observations import ObservationLog, Refresh
@@ -50,10 +58,10 @@ NEW_WORLD_WAIT = 30.0  # most seconds a cycle waits for enough rows after a chan
 NEW_WORLD_IDLE = 5.0  # ... and without a new observation (the stream has gone quiet)
 PAST_CYCLES = 3  # earlier cycles whose best parameters a search evaluates first
 
-SEARCH_SETTINGS = ("optimizer", "trials", "time_budget", "cv_folds", "max_rounds", "early_stopping",
-                   "holdout_share", "half_life", "window", "observation_weight", "promotion_margin",
-                   "min_rows", "objective", "metric", "seed", "promotion_confidence", "holdout_min",
-                   "change_detection", "pre_change_weight")  # fmt: skip
+SEARCH_SETTINGS = ("optimizer", "trials", "time_budget", "cv_folds", "one_split_rows", "max_rounds",
+                   "early_stopping", "holdout_share", "half_life", "window", "observation_weight",
+                   "promotion_margin", "min_rows", "objective", "metric", "seed", "promotion_confidence",
+                   "holdout_min", "change_detection", "pre_change_weight")  # fmt: skip
 
 
 class CycleAborted(Exception):
@@ -338,6 +346,7 @@ class CycleRunner:
             tag.OPTIMIZER: self.settings.optimizer, tag.TASK: data.pipeline.task,
             tag.SPARK_PARALLELISM: self.settings.spark_parallelism,
             tag.PARALLEL_TRIALS: parallel_trials(self.settings, data.rows),
+            tag.TRIAL_FOLDS: trial_folds(self.settings, data.rows),
             tag.HOLDOUT: data.holdout_kind,
             tag.CHANGE_AT: "none" if data.change is None else data.change,
             tag.DATA: str(self.settings.data_path), tag.HOST: f"{socket.gethostname()}:{os.getpid()}",
@@ -436,7 +445,7 @@ class CycleRunner:
         """The cycle's objective; a stop or a waiting drift request ends it between boosting rounds."""
         settings = self.settings
         cv = CrossValidation(
-            dataset, params, folds=settings.cv_folds, max_rounds=settings.max_rounds,
+            dataset, params, folds=trial_folds(settings, dataset.num_data()), max_rounds=settings.max_rounds,
             early_stopping=settings.early_stopping, seed=settings.seed, stratified=task != "regression",
         )  # fmt: skip
         cv.interrupt = self._stop_search

@@ -57,6 +57,17 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def trial_folds(settings: Settings, rows: int) -> int:
+    """How a trial on ``rows`` training rows is scored: ``cv_folds`` folds; from ``one_split_rows``
+    on, one held-out fifth (1). On Adult's 32,561 rows one split took 0.38x the time of three folds
+    for the same parameters (one model instead of three), and the folds' mean brings nothing a fifth
+    of that many rows does not already rank well; below, where a fifth is a few hundred rows, the
+    folds' mean is what keeps a search from chasing noise."""
+    if settings.one_split_rows and rows >= settings.one_split_rows:
+        return 1
+    return settings.cv_folds
+
+
 MAX_AUTO_PARALLEL = 4  # parallel_trials 0 (auto): one trial per core, at most this many
 
 

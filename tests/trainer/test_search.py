@@ -7,13 +7,15 @@ import logging
 import threading
 from typing import Any
 
+import lightgbm as lgb
+import numpy as np
 import pytest
 
 from common.errors import SearchFailed
 from common.pipeline import FeaturePipeline
 from common.settings import load_settings
 from tests.trainer.support import synthetic
-from trainer.fit import task_params
+from trainer.fit import task_params, trial_folds
 from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
 from trainer.search import SPACE, Search, Trial, params_key, past_points, warm_start
 
@@ -212,3 +214,30 @@ def test_an_interrupt_ends_every_parallel_trial_and_records_none_of_them() -> No
 def test_gp_refuses_parallel_trials() -> None:
     with pytest.raises(ValueError, match="one point at a time"):
         search(cross_validation(), "gp", parallel=2)
+
+
+def test_one_split_scores_a_trial_on_one_held_out_fifth_the_same_rows_for_every_trial() -> None:
+    folds = cross_validation(rows=1000)
+    cv = CrossValidation(folds.dataset, folds.base_params, folds=1, max_rounds=40, early_stopping=10, seed=7,
+                         stratified=True)  # fmt: skip
+    y = folds.dataset.get_label()
+    assert cv.split is not None
+    ((train, valid),) = cv.split  # every trial is held to these rows
+    assert len(valid) == 200 and sorted(np.r_[train, valid]) == list(range(1000))
+    assert abs(y[valid].mean() - y.mean()) < 0.01  # stratified: the classes keep their shares
+    params = {"learning_rate": 0.1, "num_leaves": 15}
+    score = cv(params)
+    # One model, trained on the other four fifths: the score is that model's loss on the fifth.
+    booster = lgb.train({**cv.base_params, **params}, folds.dataset.subset(sorted(train)), num_boost_round=40,
+                        valid_sets=[folds.dataset.subset(sorted(valid))],
+                        callbacks=[lgb.early_stopping(10, verbose=False, min_delta=cv.min_delta)])  # fmt: skip
+    assert score.best_iteration == booster.best_iteration
+    assert score.loss == pytest.approx(booster.best_score["valid_0"]["binary_logloss"], rel=1e-9)
+    assert score.std == 0.0  # one fold: no spread
+    assert cv(params) == score
+
+
+def test_trials_are_scored_on_one_split_from_one_split_rows_on() -> None:
+    settings = load_settings(cv_folds=4, one_split_rows=5000)
+    assert (trial_folds(settings, 4999), trial_folds(settings, 5000)) == (4, 1)
+    assert trial_folds(load_settings(cv_folds=4, one_split_rows=0), 10**7) == 4
