@@ -34,15 +34,7 @@ from trainer.coalesce import RetrainBatch
 from trainer.crown import crown
 from trainer.data import BaseData, CycleData, Observations, assemble, load_base, select_observations
 from trainer.drift import ADVERSARIAL_ROWS, adversarial_validation, reference_rows
-from trainer.fit import (
-    evaluate,
-    parallel_trials,
-    row_losses,
-    task_params,
-    train_bundle,
-    trial_folds,
-    usable_cores,
-)
+from trainer.fit import holdout_scores, parallel_trials, task_params, train_bundle, trial_folds, usable_cores
 from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
 from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
 from trainer.observations import ObservationLog, Refresh
@@ -416,7 +408,7 @@ class CycleRunner:
         if fast is not None and params_key(best.params) == params_key(fast_params):
             outcome, final = fast_outcome, fast
             if not fast_outcome.promoted:  # record the candidate like any rejected one
-                outcome = self._decide(context, fast, register_rejected=True)
+                outcome = self._decide(context, fast, register_rejected=True, decision=fast_outcome.decision)
         else:
             final = self._candidate(context, {**best.params}, best.best_iteration, best.loss, "search")
             outcome = self._decide(context, final, register_rejected=True)
@@ -614,8 +606,7 @@ class CycleRunner:
         }  # fmt: skip
         bundle = train_bundle(pipeline, context.dataset, final_params, rounds, meta)
         hx, hy = data.holdout.matrix(pipeline)
-        losses = row_losses(bundle, hx, hy)
-        metrics = evaluate(bundle, hx, hy)
+        metrics, losses = holdout_scores(bundle, hx, hy)
         reference = data.x[reference_rows(data.rows_base, data.rows_observations, settings.seed)]
         profile = ReferenceProfile.build(pipeline, reference, metrics)
         bundle = ModelBundle(
@@ -623,16 +614,21 @@ class CycleRunner:
         )
         return _Candidate(bundle, metrics, losses, kind)
 
-    def _decide(self, context: _Context, candidate: _Candidate, *, register_rejected: bool) -> _Outcome:
-        """Compare with the champion on the same holdout rows; crown, or record the rejection."""
+    def _decide(
+        self, context: _Context, candidate: _Candidate, *, register_rejected: bool, decision: Decision | None = None
+    ) -> _Outcome:
+        """Compare with the champion on the same holdout rows (unless ``decision`` was reached
+        already); crown, or record the rejection."""
         settings, run, champion = self.settings, context.run, context.champion
-        share = None
-        if champion.losses is not None and len(champion.losses) == len(candidate.losses):
-            share = better_share(candidate.losses, champion.losses, settings.seed)
-        decision = decide(
-            candidate.metrics["loss"], None if champion.metrics is None else champion.metrics["loss"],
-            settings.promotion_margin, share=share, confidence=settings.promotion_confidence,
-        )  # fmt: skip
+        if decision is None:
+            loss = candidate.metrics["loss"]
+            reference = None if champion.metrics is None else champion.metrics["loss"]
+            share = None  # the paired bootstrap, drawn only when the mean losses alone would promote
+            if (champion.losses is not None and len(champion.losses) == len(candidate.losses)
+                    and reference is not None and loss < reference - settings.promotion_margin):  # fmt: skip
+                share = better_share(candidate.losses, champion.losses, settings.seed)
+            decision = decide(loss, reference, settings.promotion_margin, share=share,
+                              confidence=settings.promotion_confidence)  # fmt: skip
         if not decision.promote and not register_rejected:
             return _Outcome(decision, None, None)
         scores = {
@@ -681,7 +677,8 @@ class CycleRunner:
                         "predictors serving it will refuse the candidate", version, why)  # fmt: skip
             return _Champion(version, None, None, None, params)
         x, y = data.holdout.matrix(champion.pipeline)
-        return _Champion(version, champion, evaluate(champion, x, y), row_losses(champion, x, y), params)
+        metrics, losses = holdout_scores(champion, x, y)
+        return _Champion(version, champion, metrics, losses, params)
 
     def _log_search(
         self,

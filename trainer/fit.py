@@ -137,35 +137,27 @@ def train_bundle(
     return ModelBundle(booster, pipeline, meta)
 
 
-def row_losses(bundle: ModelBundle, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The loss of every holdout row (log loss for classes, squared error for numbers): what the
-    paired comparison of candidate and champion resamples."""
+def holdout_scores(bundle: ModelBundle, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Holdout metrics (``loss`` is what promotion compares, lower is better) and the loss of every
+    holdout row (log loss for classes, squared error for numbers: what the paired comparison of
+    candidate and champion resamples), from one prediction."""
     raw = bundle.predict_matrix(x)
     eps = 1e-15
     if bundle.pipeline.task == "regression":
-        return np.asarray((raw - y) ** 2, dtype=np.float64)
+        err = raw - y
+        losses = np.asarray(err**2, dtype=np.float64)
+        return {"loss": float(np.mean(losses)), "mae": float(np.mean(np.abs(err))), "rows": float(len(y))}, losses
     labels = y.astype(int)
     if bundle.pipeline.task == "binary":
         p = np.clip(raw, eps, 1 - eps)
-        return np.asarray(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)), dtype=np.float64)
-    return np.asarray(-np.log(np.clip(raw[np.arange(len(labels)), labels], eps, 1)), dtype=np.float64)
+        losses = np.asarray(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)), dtype=np.float64)
+        accuracy = np.mean((raw >= 0.5).astype(int) == labels)
+    else:
+        losses = np.asarray(-np.log(np.clip(raw[np.arange(len(labels)), labels], eps, 1)), dtype=np.float64)
+        accuracy = np.mean(raw.argmax(axis=1) == labels)
+    return {"loss": float(np.mean(losses)), "accuracy": float(accuracy), "rows": float(len(y))}, losses
 
 
 def evaluate(bundle: ModelBundle, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Holdout metrics; ``loss`` is what promotion compares (lower is better)."""
-    raw = bundle.predict_matrix(x)
-    task = bundle.pipeline.task
-    eps = 1e-15
-    if task == "regression":
-        err = raw - y
-        return {"loss": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err))), "rows": float(len(y))}
-    labels = y.astype(int)
-    if task == "binary":
-        p = np.clip(raw, eps, 1 - eps)
-        loss = -np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))
-        accuracy = np.mean((raw >= 0.5).astype(int) == labels)
-    else:
-        p = np.clip(raw[np.arange(len(labels)), labels], eps, 1)
-        loss = -np.mean(np.log(p))
-        accuracy = np.mean(raw.argmax(axis=1) == labels)
-    return {"loss": float(loss), "accuracy": float(accuracy), "rows": float(len(y))}
+    return holdout_scores(bundle, x, y)[0]
