@@ -120,7 +120,7 @@ class _Candidate:
     bundle: ModelBundle
     metrics: dict[str, float]
     losses: np.ndarray
-    kind: str  # "fast refit" or "search"
+    kind: str  # "fast refit", "leaf refit" (the champion's trees, new leaf values) or "search"
 
 
 @dataclass(frozen=True)
@@ -506,8 +506,37 @@ class CycleRunner:
             return None, _Outcome(nothing, None, None), {}
         params = warm_start(champion.params)
         fast, score = self._fit_fast(context, cv, params)
+        fast = self._or_leaf_refit(context, fast)
         outcome, known = self._offer_fast(context, cv, fast, score, params)
         return fast, outcome, known
+
+    def _or_leaf_refit(self, context: _Context, fast: _Candidate) -> _Candidate:
+        """After a change: the champion's own trees with every leaf's value re-estimated on the rows
+        after it (LightGBM's ``refit``, ``decay_rate`` 0), instead of ``fast`` when its holdout loss
+        is lower. Where the world changed inside regions the old trees already separate (a segment
+        whose labels flipped, a shifted scale) the old structure, learnt on many rows, with values
+        from the few new ones beats a model grown from those few rows alone; where the whole rule
+        changed the old splits are the wrong ones and it loses. Offline, on the first 200 rows of
+        the new world (``benchmarks/old_rows.py`` streams, three seeds, accuracy): the sample app's
+        Adult drift 82.2% against 76.0% for the new rows alone, Mixed 97.6 against 95.2, SEA 93.9
+        against 94.5, Agrawal 54.2 against 81.0. No refit costs a cross-validation: it is one pass."""
+        champion, data = context.champion, context.data
+        if data.change is None or data.old_weight > 0 or champion.bundle is None or champion.metrics is None:
+            return fast  # no change, or not the rows after it alone, or nothing to refit
+        if champion.bundle.pipeline.to_dict() != data.pipeline.to_dict():  # not the same columns
+            return fast
+        started = time.perf_counter()
+        booster = champion.bundle.booster.refit(
+            data.x, data.y, decay_rate=0.0, weight=data.weight, categorical_feature=data.pipeline.categorical_indices
+        )
+        meta = {**champion.bundle.meta, "refit_of": champion.version, "refit_rows": data.rows}
+        leaves = self._scored(context, ModelBundle(booster, data.pipeline, meta), "leaf refit")
+        chosen = leaves if leaves.metrics["loss"] < fast.metrics["loss"] else fast
+        seconds = time.perf_counter() - started
+        log.info("leaf refit: holdout loss %.5g for version %s's trees with their leaves refit on the %d new rows "
+                 "(%.2fs), %.5g for the fast refit on them: the %s goes on", leaves.metrics["loss"],
+                 champion.version, data.rows, seconds, fast.metrics["loss"], chosen.kind)  # fmt: skip
+        return chosen
 
     def _fit_fast(
         self, context: _Context, cv: CrossValidation, params: dict[str, Any]
@@ -604,10 +633,14 @@ class CycleRunner:
             "optimizer": settings.optimizer, "best_cv_loss": cv_loss, "data": str(settings.data_path),
             "candidate": kind, "holdout": data.holdout_kind,
         }  # fmt: skip
-        bundle = train_bundle(pipeline, context.dataset, final_params, rounds, meta)
+        return self._scored(context, train_bundle(pipeline, context.dataset, final_params, rounds, meta), kind)
+
+    def _scored(self, context: _Context, bundle: ModelBundle, kind: str) -> _Candidate:
+        """A trained model scored on the holdout, with the serving profile attached."""
+        data, pipeline = context.data, context.data.pipeline
         hx, hy = data.holdout.matrix(pipeline)
         metrics, losses = holdout_scores(bundle, hx, hy)
-        reference = data.x[reference_rows(data.rows_base, data.rows_observations, settings.seed)]
+        reference = data.x[reference_rows(data.rows_base, data.rows_observations, self.settings.seed)]
         profile = ReferenceProfile.build(pipeline, reference, metrics)
         bundle = ModelBundle(
             bundle.booster, pipeline, {**bundle.meta, "metrics": metrics, "profile": profile.to_dict()}
@@ -640,7 +673,7 @@ class CycleRunner:
         # Store everything before anything points at it: bundle, version, alias, then the reload.
         # A fast refit's model lives on a child run of its own, so that its bundle URI stays its own.
         model_run = run.run_id
-        if candidate.kind == "fast refit":
+        if candidate.kind != "search":
             model_run = run.child("fast-refit", "fast-refit", {f"holdout_{k}": v for k, v in candidate.metrics.items()})
         uri, sha256 = self.store.save_bundle(model_run, candidate.bundle)
         version = self.store.register(model_run, uri, sha256, candidate.metrics)

@@ -34,6 +34,7 @@ from tests.trainer.support import (
     send_retrain,
     wait_for,
 )
+from trainer.bootstrap import bootstrap
 from trainer.observations import ObservationLog
 from trainer.service import Trainer, group_id
 
@@ -185,15 +186,19 @@ def _flipped(label: str) -> str:
     return ">50K" if label == "<=50K" else "<=50K"
 
 
-def _send_served(settings: Settings, rows: list[dict[str, object]], start: float, changed: bool) -> None:
+def _send_served(
+    settings: Settings, rows: list[dict[str, object]], start: float, changed: bool, segment: str | None = None
+) -> None:
     """Observations of ``rows`` (Adult, ``income`` included) one second apart from ``start``. After the
-    change the rule is flipped and the served model, still answering the old rule, is always wrong."""
+    change the rule is flipped (for rows whose ``marital_status`` is ``segment``, when given) and the
+    served model, still answering the old rule, is wrong there."""
     producer = make_producer(settings, client_id="test-served")
     try:
         for i, row in enumerate(rows):
             features = {k: v for k, v in row.items() if k != "income"}
             label = str(row["income"])
-            truth, served = (_flipped(label), label) if changed else (label, label)
+            flip = changed and (segment is None or row["marital_status"] == segment)
+            truth, served = (_flipped(label), label) if flip else (label, label)
             producer.send(settings.topic("observations"), value=Observation(
                 request_id=uuid.uuid4().hex, features=features, label=truth, prediction=served, score=0.5,
                 model_version="1", observed_at=start + i).encode())  # fmt: skip
@@ -245,7 +250,53 @@ def test_a_cycle_just_after_a_change_waits_for_rows_of_the_new_world(
     # The new rows alone came first: their fast refit (over a champion that serves the old rule)
     # was crowned before the older rows were tried, so a slow second fit delays no fresh model.
     assert result.fast_version is not None, result.fast_refit
-    assert caplog.text.index("(fast refit) promoted") < caplog.text.index("after the change: holdout loss")
+    crowned = re.search(r"version (\S+) \((fast|leaf) refit\) promoted", caplog.text)
+    assert crowned is not None and crowned.start() < caplog.text.index("after the change: holdout loss")
+    # Before that, the champion's own trees with their leaves refit on the new rows were scored on
+    # the same holdout, and the better of the two went on to be offered.
+    found = re.search(r"leaf refit: holdout loss (\S+) for version 1's trees .* rows \(\S+\), (\S+) for the fast "
+                      r"refit on them: the (leaf refit|fast refit) goes on", caplog.text)  # fmt: skip
+    assert found is not None, caplog.text
+    leaves, fast = float(found[1]), float(found[2])
+    assert found[3] == crowned[2] + " refit" == ("leaf refit" if leaves < fast else "fast refit")
+    store = ModelStore(settings)
+    bundle, champion = (store.fetch_bundle(m.uri, m.sha256) for m in map(store.reload_message, (crowned[1], "1")))
+    if found[3] == "leaf refit":  # the champion's trees, with other leaf values
+        assert bundle.meta["refit_of"] == "1" and bundle.booster.num_trees() == champion.booster.num_trees()
+        assert bundle.booster.model_to_string() != champion.booster.model_to_string()
+    else:
+        assert "refit_of" not in bundle.meta
+
+
+def test_after_a_segment_flips_the_champions_trees_with_leaves_refit_on_the_new_rows_are_crowned(
+    trainer_settings: TrainerSettings, adult: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sample app's drift without its unit change: married people's labels flip. The champion's
+    trees already split on marital status; re-estimating their leaves on the new rows beats a model
+    grown from those rows alone, and that model is the one crowned."""
+    caplog.set_level(logging.INFO, logger="trainer.cycle")
+    settings = trainer_settings(trials=1, min_rows=200)
+    base, _, stream = adult
+    rows = records(read_table(stream)) + records(read_table(base).iloc[:500])
+    start = time.time() - 1000
+    champion = bootstrap(settings, publish=False).version
+    with Trainer(settings, progress=False) as trainer:
+        ensure_topics(settings)
+        _send_served(settings, rows[:250], start, changed=False)
+        _send_served(settings, rows[250:900], start + 250, changed=True, segment="Married-civ-spouse")
+        send_retrain(settings, reason="drift")
+        result = trainer.run_once()
+    assert result is not None and result.state == "promoted", result
+    found = re.search(r"leaf refit: holdout loss (\S+) for version (\S+)'s trees .* (\S+) for the fast refit on "
+                      r"them: the (leaf refit|fast refit) goes on", caplog.text)  # fmt: skip
+    assert found is not None, caplog.text
+    assert found[2] == champion and found[4] == "leaf refit" and float(found[1]) < float(found[3]), found[0]
+    assert result.fast_version is not None and f"version {result.fast_version} (leaf refit) promoted" in caplog.text
+    store = ModelStore(settings)
+    crowned, first = (store.fetch_bundle(m.uri, m.sha256) for m in map(store.reload_message, (result.fast_version,
+                                                                                             champion)))  # fmt: skip
+    assert crowned.meta["refit_of"] == champion and crowned.booster.num_trees() == first.booster.num_trees()
+    assert crowned.booster.model_to_string() != first.booster.model_to_string()  # same trees, new leaf values
 
 
 def test_an_unreachable_mlflow_store_fails_the_cycle_and_leaves_the_offset(
