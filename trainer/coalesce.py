@@ -67,6 +67,16 @@ class RetrainBatch:
         return next(r for r in REASON_PRIORITY if r in reasons)
 
     @property
+    def error_rose(self) -> bool:
+        """A predictor asked because its served error rose (a drift request for cause "metric" or
+        "step"), not only because its inputs moved: a change of the world should show in the
+        observations."""
+        return any(
+            r.reason == "drift" and {"metric", "step"} & set((r.details or {}).get("causes") or ())
+            for r in self.requests
+        )
+
+    @property
     def reasons(self) -> dict[str, int]:
         return dict(sorted(Counter(r.reason for r in self.requests).items()))
 

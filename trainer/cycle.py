@@ -175,7 +175,7 @@ class CycleRunner:
         try:
             experiment_id = experiment_id or self.store.experiment_id()  # an unreachable store fails here, first
             self._base = base = load_base(settings, self._base)
-            refresh, data, observations = self._read(base)
+            refresh, data, observations = self._read(base, expect_change=batch.error_rose)
             new_world = self._new_world_only(base, data, observations)
             run = CycleRun.start(self.store, experiment_id, f"cycle-{batch.reason}", self._tags(batch, data, refresh))
         except BaseException:
@@ -210,18 +210,27 @@ class CycleRunner:
         return result
 
     # --- the steps --------------------------------------------------------------------------
-    def _read(self, base: BaseData) -> tuple[Refresh, CycleData, tuple[Observations, int]]:
+    def _read(self, base: BaseData, expect_change: bool = False) -> tuple[Refresh, CycleData, tuple[Observations, int]]:
         """The observations up to the watermarks, and the cycle's data from them. Just after a
         change of the world there may be too few rows of the new world to train on (it takes
-        ``MIN_CHANGE_ROWS``, and ``min_rows`` once the old rows are left out); then the cycle reads
-        again as they arrive, for at most ``NEW_WORLD_WAIT`` seconds (``NEW_WORLD_IDLE`` without a
-        new one), instead of training on the old world once more or publishing nothing."""
+        ``MIN_CHANGE_ROWS``, and ``min_rows`` once the old rows are left out), or, when a predictor
+        asked because its error rose (``expect_change``), no change point may show yet in the
+        observations the trainer has; then the cycle reads again as they arrive, for at most
+        ``NEW_WORLD_WAIT`` seconds (``NEW_WORLD_IDLE`` without a new one), instead of training on
+        the old world once more or publishing nothing."""
         refresh, data, change, observations = self._read_once(base)
-        if not self._too_few(data, change):
+
+        def waiting(data: CycleData, change: int | None) -> bool:
+            return self._too_few(data, change) or (expect_change and change is None)
+
+        if not waiting(data, change):
             return refresh, data, observations
-        assert change is not None
-        log.info("%d observations after the change of the world: waiting up to %.0fs for enough to train on",
-                 data.rows_observations_valid - change, NEW_WORLD_WAIT)  # fmt: skip
+        if change is None:
+            log.info("the predictor's error rose, but no change of the world shows in the %d observations yet: "
+                     "waiting up to %.0fs for it", data.rows_observations_valid, NEW_WORLD_WAIT)  # fmt: skip
+        else:
+            log.info("%d observations after the change of the world: waiting up to %.0fs for enough to train on",
+                     data.rows_observations_valid - change, NEW_WORLD_WAIT)  # fmt: skip
         started = last_new = time.monotonic()
         while time.monotonic() - started < NEW_WORLD_WAIT and time.monotonic() - last_new < NEW_WORLD_IDLE:
             if self._stop_search():
@@ -231,12 +240,16 @@ class CycleRunner:
             refresh = refresh.then(more)
             if more.read:
                 last_new = time.monotonic()
-            if not self._too_few(data, change):
+            if not waiting(data, change):
                 log.info("%d observations after the change after %.1fs: training on them",
                          data.rows_after_change, time.monotonic() - started)  # fmt: skip
                 return refresh, data, observations
-        log.info("still too few rows after the change (%d observations after it): training on what there is",
-                 data.rows_observations_valid - (change or 0))  # fmt: skip
+        if change is None:
+            log.info("no change of the world found after %.1fs: training on all the rows",
+                     time.monotonic() - started)  # fmt: skip
+        else:
+            log.info("still too few rows after the change (%d observations after it): training on what there is",
+                     data.rows_observations_valid - change)  # fmt: skip
         return refresh, data, observations
 
     def _too_few(self, data: CycleData, change: int | None) -> bool:

@@ -72,13 +72,16 @@ def send_observations(settings: Settings, frame: pd.DataFrame, target: str, extr
     return sent
 
 
-def send_retrain(settings: Settings, count: int = 1, reason: str = "count") -> None:
+def send_retrain(
+    settings: Settings, count: int = 1, reason: str = "count", details: dict[str, Any] | None = None
+) -> None:
     """``count`` retrain requests sent at once (one flush), all acknowledged on return."""
     producer = make_producer(settings, client_id="test-retrain")
     try:
         futures = [
             producer.send(settings.topic("retrain"), key=settings.model_name.encode(), value=Retrain(
-                reason=reason, observations=100, requested_at=time.time()).encode())  # type: ignore[arg-type]
+                reason=reason, observations=100, requested_at=time.time(),  # type: ignore[arg-type]
+                details=details).encode())
             for _ in range(count)
         ]  # fmt: skip
         producer.flush(timeout=30)

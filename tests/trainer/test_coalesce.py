@@ -30,6 +30,19 @@ def test_ten_requests_become_one_batch_named_after_the_most_urgent() -> None:
     assert batch.records == 10 and batch.topic == "p.retrain"
 
 
+def test_a_batch_knows_whether_a_predictor_saw_its_error_rise() -> None:
+    def drift(causes: list[str] | None) -> Retrain:
+        details = None if causes is None else {"causes": causes}
+        return Retrain(reason="drift", observations=10, requested_at=1.0, details=details)
+
+    assert RetrainBatch((drift(["psi", "metric"]),)).error_rose
+    assert RetrainBatch((drift(["step"]),)).error_rose
+    assert not RetrainBatch((drift(["psi"]),)).error_rose  # only the inputs moved
+    assert not RetrainBatch((drift(None),)).error_rose
+    count = Retrain(reason="count", observations=10, requested_at=1.0, details={"causes": ["metric"]})
+    assert not RetrainBatch((count,)).error_rose
+
+
 def test_bad_records_are_set_aside_and_still_committed() -> None:
     batch = coalesce([Record(3, b"{not json"), Record(4, retrain("count")), Record(5, None)], "model")
     assert [b.offset for b in batch.bad] == [3, 5]

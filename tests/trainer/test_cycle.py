@@ -268,6 +268,32 @@ def test_a_cycle_just_after_a_change_waits_for_rows_of_the_new_world(
         assert "refit_of" not in bundle.meta
 
 
+def test_a_drift_request_for_a_rising_error_waits_for_the_change_to_show(
+    trainer_settings: TrainerSettings, adult: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A predictor that saw its error rise asks before the trainer's observations show the change:
+    the cycle reads again until they do, and trains on the new world (instead of the old one)."""
+    caplog.set_level(logging.INFO, logger="trainer.cycle")
+    settings = trainer_settings(trials=1, min_rows=80)
+    base, _, stream = adult
+    rows = records(read_table(stream)) + records(read_table(base).iloc[:300])
+    start = time.time() - 1000
+    with Trainer(settings, progress=False) as trainer:
+        ensure_topics(settings)
+        install_champion(settings, read_table(base).iloc[:200], rounds=20, strong=False)
+        _send_served(settings, rows[:250], start, changed=False)
+        send_retrain(settings, reason="drift", details={"causes": ["metric"]})
+        with ThreadPoolExecutor(1) as pool:
+            cycle = pool.submit(trainer.run_once)
+            wait_for(lambda: "no change of the world shows" in caplog.text, 60, "the cycle to wait for the change")
+            _send_served(settings, rows[250:600], start + 250, changed=True)
+            result = cycle.result(timeout=300)
+    assert result is not None and result.state != "too_few_rows", result
+    run = ModelStore(settings).client.get_run(result.run_id)
+    assert run.data.tags["streamfit.change_at"] == "250"
+    assert run.data.tags["streamfit.holdout"] == "newest observations after the change"
+
+
 def test_after_a_segment_flips_the_champions_trees_with_leaves_refit_on_the_new_rows_are_crowned(
     trainer_settings: TrainerSettings, adult: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
