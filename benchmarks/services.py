@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from common.lifecycle import stop_process
 from common.settings import Settings
 
 System = Literal["predictor", "echo", "seed"]
@@ -64,14 +65,7 @@ class Service:
             raise RuntimeError(f"{self.system} exited with {self.process.returncode}; log tail:\n{tail}")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 20, self.system)
 
     @property
     def cpu_seconds(self) -> float:

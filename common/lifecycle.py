@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -52,3 +53,18 @@ def stop_on_signals(stop: Callable[[], None], doing: str) -> Iterator[GracefulSt
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, grace: float, name: str = "") -> None:
+    """Stop a child process the way a service expects to be stopped: SIGTERM, up to ``grace``
+    seconds to finish what it has in hand, then SIGKILL. Nothing to do if it has already exited."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        if name:
+            log.warning("%s ignored SIGTERM for %.0f s; killing it", name, grace)
+        process.kill()
+        process.wait()

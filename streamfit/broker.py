@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from common.errors import ConfigError, StreamfitError
+from common.lifecycle import stop_process
 from common.settings import Group, Settings
 
 GROUPS: tuple[Group, ...] = ("general",)
@@ -80,14 +81,7 @@ class EmbeddedBroker:
         raise StreamfitError(f"Tansu did not open port {self.port} within {timeout:.0f}s")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 5)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -36,6 +36,7 @@ from benchmarks.recovery.streams import LabelledStream
 from benchmarks.services import environment
 from common import tags as tag
 from common.kafka import ensure_topics, make_consumer, make_producer
+from common.lifecycle import stop_process
 from common.messages import Decoder, Label, Prediction, Rejected, Request
 from common.settings import Settings, load_settings
 from tests.support.kafka_server import free_port
@@ -134,15 +135,7 @@ class Child:
             raise TimeoutError(f"{self.name} did not finish within {timeout:.0f}s; see {self.log_path}") from exc
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            log.warning("%s ignored SIGTERM for 20 s; killing it", self.name)
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 20, self.name)
 
 
 def wait_ready(child: Child, port: int, timeout: float) -> None:

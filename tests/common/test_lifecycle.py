@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from common.lifecycle import GracefulStop, stop_on_signals
+from common.lifecycle import GracefulStop, stop_on_signals, stop_process
 
 
 def test_first_signal_stops_gracefully_second_interrupts() -> None:
@@ -32,3 +35,18 @@ def test_a_real_sigterm_in_the_block_only_asks_to_stop_and_the_old_handlers_come
         os.kill(os.getpid(), signal.SIGTERM)
         assert stops == [True] and handler.requested
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_stop_process_terminates_and_kills_one_that_ignores_sigterm_after_the_grace() -> None:
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)"
+    deaf = subprocess.Popen([sys.executable, "-c", ignore], stdout=subprocess.PIPE)
+    assert deaf.stdout is not None and deaf.stdout.readline()  # its handler is in place
+    started = time.monotonic()
+    stop_process(polite, grace=10)
+    assert polite.returncode == -signal.SIGTERM and time.monotonic() - started < 5
+    started = time.monotonic()
+    stop_process(deaf, grace=0.5, name="deaf")
+    assert deaf.returncode == -signal.SIGKILL and time.monotonic() - started >= 0.5
+    stop_process(deaf, grace=0.5)  # already gone: nothing to do
+    stop_process(None, grace=0.5)

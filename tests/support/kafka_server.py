@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.lifecycle import stop_process
+
 POM = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
 
 
@@ -191,13 +193,8 @@ class KafkaServer:
             return
         if kill:
             self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
             self.process.wait()
+        stop_process(self.process, 30)
         self.process = None
 
     def cleanup(self) -> None:
