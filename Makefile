@@ -24,7 +24,7 @@ demo: $(DEMO_STAMP)
 	$(BIN)/streamfit demo
 
 kafka-jars: $(STAMP)
-	$(BIN)/python -c "from tests.support.kafka_server import resolve_jars; print('Kafka jars in', resolve_jars())"
+	$(BIN)/python -c "from streamfit.kafka_server import resolve_jars; print('Kafka jars in', resolve_jars())"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -41,7 +41,7 @@ def broker(bootstrap_servers: str | None) -> Iterator[str]:
     if bootstrap_servers:
         yield bootstrap_servers
         return
-    from tests.support.kafka_server import KafkaServer, kafka_version
+    from streamfit.kafka_server import KafkaServer, kafka_version
 
     server = KafkaServer(extra_config={"log.retention.bytes": str(2 * 1024**3)})
     log.info("starting Apache Kafka %s from the cached jars", kafka_version())

@@ -1,7 +1,7 @@
 """Fixtures shared by the whole suite.
 
 The broker: ``STREAMFIT_TEST_BROKER=kafka`` (default) starts Apache Kafka from the official jars
-(tests/support/kafka_server.py), ``tansu`` starts the embedded broker, ``HOST:PORT`` uses a running
+(streamfit/kafka_server.py), ``tansu`` starts the embedded broker, ``HOST:PORT`` uses a running
 one. Every test gets fresh topic names and group ids through ``settings_factory``.
 """
 
@@ -22,7 +22,7 @@ from common.settings import Settings, load_settings
 def broker() -> Iterator[str]:
     choice = os.environ.get("STREAMFIT_TEST_BROKER", "kafka")
     if choice == "kafka":
-        from tests.support.kafka_server import KafkaServer
+        from streamfit.kafka_server import KafkaServer
 
         server = KafkaServer()
         try:
@@ -31,7 +31,7 @@ def broker() -> Iterator[str]:
             server.cleanup()
     elif choice == "tansu":
         from streamfit.broker import EmbeddedBroker
-        from tests.support.kafka_server import free_port
+        from streamfit.kafka_server import free_port
 
         with EmbeddedBroker(free_port()) as tansu:
             yield tansu.bootstrap

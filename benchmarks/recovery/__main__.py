@@ -178,7 +178,7 @@ def commit() -> str:
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    from tests.support.kafka_server import kafka_version
+    from streamfit.kafka_server import kafka_version
 
     out = {"python": platform.python_version()}
     for name in ("streamfit", "lightgbm", "river", "kafka-python", "mlflow"):

@@ -39,7 +39,7 @@ from common.kafka import ensure_topics, make_consumer, make_producer
 from common.lifecycle import stop_process
 from common.messages import Decoder, Label, Prediction, Rejected, Request
 from common.settings import Settings, load_settings
-from tests.support.kafka_server import free_port
+from streamfit.kafka_server import free_port
 
 log = logging.getLogger(__name__)
 

@@ -73,7 +73,7 @@ def test_read_last_gives_the_last_record(settings_factory: SettingsFactory) -> N
 
 
 def test_unreachable_broker_is_one_clear_error() -> None:
-    from tests.support.kafka_server import free_port
+    from streamfit.kafka_server import free_port
 
     settings = load_settings(bootstrap_servers=f"127.0.0.1:{free_port()}", broker_timeout=2)
     started = time.monotonic()

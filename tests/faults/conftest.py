@@ -22,6 +22,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from common.kafka import ensure_topics, make_producer
 from common.settings import Settings, load_settings
+from streamfit.kafka_server import KafkaServer
 from tests.predictor.conftest import (  # noqa: F401 - fixtures shared with the predictor suite
     make_settings,
     mlflow_home,
@@ -29,7 +30,6 @@ from tests.predictor.conftest import (  # noqa: F401 - fixtures shared with the 
     reader,
     request_json,
 )
-from tests.support.kafka_server import KafkaServer
 from tests.trainer.conftest import adult, shared_home, trainer_settings  # noqa: F401 - fixtures
 
 

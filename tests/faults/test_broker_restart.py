@@ -11,9 +11,9 @@ import pytest
 
 from common.settings import Settings
 from predictor.service import Predictor
+from streamfit.kafka_server import KafkaServer
 from tests.faults.conftest import Ledger, Stream, settings_on
 from tests.predictor.conftest import Models, TopicReader, running, wait_for
-from tests.support.kafka_server import KafkaServer
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.slow]
 

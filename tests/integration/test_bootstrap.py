@@ -132,7 +132,7 @@ def test_bad_input_is_one_clear_line(
 
 
 def test_unreachable_broker_is_one_clear_line(settings_factory: SettingsFactory, tmp_path: Path) -> None:
-    from tests.support.kafka_server import free_port
+    from streamfit.kafka_server import free_port
 
     settings = settings_factory(bootstrap_servers=f"127.0.0.1:{free_port()}")
     data = churn_csv(tmp_path / "churn.csv", rows=300)

@@ -14,6 +14,7 @@ import pytest
 from common.kafka import make_producer
 from common.messages import Label
 from predictor.service import Predictor
+from streamfit.kafka_server import free_port
 from tests.conftest import SettingsFactory
 from tests.predictor.conftest import (
     Models,
@@ -26,7 +27,6 @@ from tests.predictor.conftest import (
     train,
     wait_for,
 )
-from tests.support.kafka_server import free_port
 
 pytestmark = pytest.mark.kafka
 

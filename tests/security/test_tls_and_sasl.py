@@ -23,8 +23,8 @@ from common.kafka import ensure_topics, make_producer
 from common.model_store import ModelStore
 from common.settings import Settings, load_settings
 from predictor.service import Predictor
+from streamfit.kafka_server import KafkaServer
 from tests.predictor.conftest import Models, TopicReader, running, send_requests
-from tests.support.kafka_server import KafkaServer
 from tests.support.secure_kafka import SCRAM, Certificates, make_certificates, secure_kafka
 from tests.trainer.support import send_retrain
 from trainer.service import Trainer

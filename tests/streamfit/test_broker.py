@@ -10,7 +10,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
-from tests.support.kafka_server import free_port
+from streamfit.kafka_server import free_port
 from tests.support.processes import ignore_sigint
 
 

@@ -22,7 +22,7 @@ from common.kafka import make_consumer
 from common.messages import Prediction, decode
 from common.settings import Settings
 from streamfit.cli import build_parser
-from tests.support.kafka_server import free_port
+from streamfit.kafka_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.kafka_server import free_port
+from streamfit.kafka_server import free_port
 from tests.support.processes import ignore_sigint
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]  # the demo's embedded broker

@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.kafka import ensure_topics, make_producer
 from predictor.drift import CHECK_EVERY
 from predictor.service import Predictor
+from streamfit.kafka_server import free_port
 from tests.conftest import SettingsFactory
 from tests.predictor.conftest import Models, features, mlflow_home, models_factory, running, train, wait_for
 from tests.predictor.test_drift import profiled
-from tests.support.kafka_server import free_port
 
 __all__ = ["mlflow_home", "models_factory"]  # fixtures used here
 

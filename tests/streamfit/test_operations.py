@@ -125,9 +125,9 @@ def test_status_shows_drift_retrains_and_a_predictors_live_drift(
     from common.messages import FeatureDrift, Retrain
     from predictor.drift import DriftMonitor
     from predictor.metrics import PredictorMetrics
+    from streamfit.kafka_server import free_port
     from tests.predictor.conftest import synthetic_frame, train
     from tests.predictor.test_drift import feed, profiled
-    from tests.support.kafka_server import free_port
 
     settings = settings_factory(data=churn_csv(tmp_path / "c.csv", rows=400), target="churned", max_rounds=20)
     bootstrap(settings)

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.kafka_server import free_port
+from streamfit.kafka_server import free_port
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tests.support.kafka_server import KafkaServer, free_port
+from streamfit.kafka_server import KafkaServer, free_port
 
 SCRAM = "SCRAM-SHA-512"
 BROKER_USER = "broker"

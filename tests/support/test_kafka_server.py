@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kafka import KafkaAdminClient
 
-from tests.support.kafka_server import KafkaServer
+from streamfit.kafka_server import KafkaServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

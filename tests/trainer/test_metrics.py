@@ -7,7 +7,7 @@ import urllib.request
 from pathlib import Path
 
 from common.settings import load_settings
-from tests.support.kafka_server import free_port
+from streamfit.kafka_server import free_port
 from trainer.metrics import CYCLES, serve
 
 

@@ -1,6 +1,6 @@
 """A single-node KRaft Apache Kafka started from the official jars, for tests and benchmarks.
 
-The jars come from Maven Central through ``tests/kafka/pom.xml`` and are cached outside the repo
+The jars come from Maven Central through ``streamfit/kafka/pom.xml`` and are cached outside the repo
 (``$STREAMFIT_CACHE`` or ``~/.cache/streamfit``), so only the first run downloads anything.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from common.lifecycle import stop_process
 
-POM = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
+POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 
 
 def kafka_version() -> str:
@@ -211,7 +211,7 @@ def running_kafka(**kwargs: object) -> Iterator[KafkaServer]:
         server.cleanup()
 
 
-if __name__ == "__main__":  # `python -m tests.support.kafka_server`: a broker for local work
+if __name__ == "__main__":  # `python -m streamfit.kafka_server`: a broker for local work
     import signal
 
     srv = KafkaServer(port=int(os.environ.get("PORT", "0")) or free_port()).start()
