@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 NEW_WORLD_WAIT = 30.0  # most seconds a cycle waits for enough rows after a change of the world
 NEW_WORLD_IDLE = 5.0  # ... and without a new observation (the stream has gone quiet)
+# Most seconds a drift request for a rising error waits for the change to show in the observations.
+# A false alarm (LED in the recovery suite: a bootstrap figure a little optimistic) waits it all.
+CHANGE_WAIT = 10.0
 PAST_CYCLES = 3  # earlier cycles whose best parameters a search evaluates first
 
 SEARCH_SETTINGS = ("optimizer", "trials", "time_budget", "cv_folds", "one_split_rows", "max_rounds",
@@ -216,8 +219,9 @@ class CycleRunner:
         ``MIN_CHANGE_ROWS``, and ``min_rows`` once the old rows are left out), or, when a predictor
         asked because its error rose (``expect_change``), no change point may show yet in the
         observations the trainer has; then the cycle reads again as they arrive, for at most
-        ``NEW_WORLD_WAIT`` seconds (``NEW_WORLD_IDLE`` without a new one), instead of training on
-        the old world once more or publishing nothing."""
+        ``NEW_WORLD_WAIT`` seconds (``CHANGE_WAIT`` while no change shows; ``NEW_WORLD_IDLE``
+        without a new observation), instead of training on the old world once more or publishing
+        nothing."""
         refresh, data, change, observations = self._read_once(base)
 
         def waiting(data: CycleData, change: int | None) -> bool:
@@ -227,12 +231,13 @@ class CycleRunner:
             return refresh, data, observations
         if change is None:
             log.info("the predictor's error rose, but no change of the world shows in the %d observations yet: "
-                     "waiting up to %.0fs for it", data.rows_observations_valid, NEW_WORLD_WAIT)  # fmt: skip
+                     "waiting up to %.0fs for it", data.rows_observations_valid, CHANGE_WAIT)  # fmt: skip
         else:
             log.info("%d observations after the change of the world: waiting up to %.0fs for enough to train on",
                      data.rows_observations_valid - change, NEW_WORLD_WAIT)  # fmt: skip
         started = last_new = time.monotonic()
-        while time.monotonic() - started < NEW_WORLD_WAIT and time.monotonic() - last_new < NEW_WORLD_IDLE:
+        while (time.monotonic() - started < (NEW_WORLD_WAIT if change is not None else CHANGE_WAIT)
+               and time.monotonic() - last_new < NEW_WORLD_IDLE):  # fmt: skip
             if self._stop_search():
                 break
             time.sleep(0.5)
