@@ -535,7 +535,8 @@ class CycleRunner:
         whose labels flipped, a shifted scale) the old structure, learnt on many rows, with values
         from the few new ones beats a model grown from those few rows alone; where the whole rule
         changed the old splits are the wrong ones and it loses. Offline, on the first 200 rows of
-        the new world (``benchmarks/old_rows.py`` streams, three seeds, accuracy): the sample app's
+        the new world (a script on ``benchmarks.old_rows``' streams and data assembly, not kept;
+        three seeds, accuracy): the sample app's
         Adult drift 82.2% against 76.0% for the new rows alone, Mixed 97.6 against 95.2, SEA 93.9
         against 94.5, Agrawal 54.2 against 81.0. No refit costs a cross-validation: it is one pass."""
         champion, data = context.champion, context.data
@@ -547,7 +548,8 @@ class CycleRunner:
         booster = champion.bundle.booster.refit(
             data.x, data.y, decay_rate=0.0, weight=data.weight, categorical_feature=data.pipeline.categorical_indices
         )
-        meta = {**champion.bundle.meta, "refit_of": champion.version, "refit_rows": data.rows}
+        kept = {k: champion.bundle.meta[k] for k in ("params", "num_rounds") if k in champion.bundle.meta}
+        meta = {**self._meta(context, "leaf refit", math.nan), **kept, "refit_of": champion.version}
         leaves = self._scored(context, ModelBundle(booster, data.pipeline, meta), "leaf refit")
         chosen = leaves if leaves.metrics["loss"] < fast.metrics["loss"] else fast
         seconds = time.perf_counter() - started
@@ -643,15 +645,20 @@ class CycleRunner:
         self, context: _Context, params: dict[str, Any], rounds: int, cv_loss: float, kind: str
     ) -> _Candidate:
         """Train on the whole cycle's data, score on the holdout, attach the serving profile."""
-        settings, data, pipeline = self.settings, context.data, context.data.pipeline
         final_params = {**context.params, **params}
-        meta: dict[str, Any] = {
+        meta = self._meta(context, kind, cv_loss)
+        return self._scored(context, train_bundle(context.data.pipeline, context.dataset, final_params, rounds, meta),
+                            kind)  # fmt: skip
+
+    def _meta(self, context: _Context, kind: str, cv_loss: float) -> dict[str, Any]:
+        """What a candidate's bundle says of where it came from: this cycle, its data and watermarks."""
+        settings, data = self.settings, context.data
+        return {
             "reason": context.batch.reason, "run_id": context.run.run_id, "rows": data.counts(),
             "data_hash": data.hash, "watermarks": {str(p): o for p, o in context.refresh.watermarks.items()},
             "optimizer": settings.optimizer, "best_cv_loss": cv_loss, "data": str(settings.data_path),
             "candidate": kind, "holdout": data.holdout_kind,
         }  # fmt: skip
-        return self._scored(context, train_bundle(pipeline, context.dataset, final_params, rounds, meta), kind)
 
     def _scored(self, context: _Context, bundle: ModelBundle, kind: str) -> _Candidate:
         """A trained model scored on the holdout, with the serving profile attached."""

@@ -322,6 +322,7 @@ def test_after_a_segment_flips_the_champions_trees_with_leaves_refit_on_the_new_
     crowned, first = (store.fetch_bundle(m.uri, m.sha256) for m in map(store.reload_message, (result.fast_version,
                                                                                              champion)))  # fmt: skip
     assert crowned.meta["refit_of"] == champion and crowned.booster.num_trees() == first.booster.num_trees()
+    assert crowned.meta["run_id"] == result.run_id and crowned.meta["candidate"] == "leaf refit"  # this cycle's
     assert crowned.booster.model_to_string() != first.booster.model_to_string()  # same trees, new leaf values
 
 
