@@ -147,7 +147,7 @@ def memory(plan: Plan, requests: Requests, pred: Service) -> list[Row]:
 def training(b: Bench, plan: Plan) -> list[Row]:
     seed = trainer_cycle.seed_style(b.settings("trainer-seed", trials=plan.trials))
     settings = b.settings("trainer", trials=plan.trials)
-    (cycle,) = trainer_cycle.cycle(settings)
+    cycle = trainer_cycle.cycle(settings)
     first, second = trainer_cycle.grown(b.settings("trainer-grown", trials=plan.trials), b.home / "grown.csv")
     ratio = cycle.seconds / seed.seconds
     target = seed.best_cv_loss

@@ -24,7 +24,7 @@ from common.pipeline import FeaturePipeline, read_table
 from common.settings import Settings
 from trainer.fit import evaluate, task_params, train_bundle
 from trainer.objective import CrossValidation, TrialScore, build_dataset
-from trainer.search import Search
+from trainer.search import Search, params_key
 from trainer.service import Trainer
 
 log = logging.getLogger(__name__)
@@ -58,14 +58,9 @@ def on_seed_yardstick(settings: Settings, training: Training) -> Training:
     ``cv_folds``-fold ``lgb.cv`` on the whole data set, as ``seed_style`` scores its trials. The
     cycle may score its own trials otherwise (one held-out fifth on large data); the time stays the
     cycle's, the quality is measured the same way for both."""
-    pipeline, x, y = _load(settings, settings.data_path)
-    base = task_params(pipeline, settings)
-    cv = CrossValidation(
-        build_dataset(pipeline, x, y, None, base), base, folds=settings.cv_folds, max_rounds=settings.max_rounds,
-        early_stopping=settings.early_stopping, seed=settings.seed, stratified=pipeline.task != "regression",
-    )  # fmt: skip
+    cv = _seed_cv(settings)
     cv.prune = False
-    scores: dict[str, float] = {}
+    scores: dict[tuple[tuple[str, Any], ...], float] = {}
     best, out = float("inf"), []
     crowned: dict[str, Any] | None = None
     for (elapsed, loss), params in zip(training.curve, training.points, strict=True):
@@ -74,7 +69,7 @@ def on_seed_yardstick(settings: Settings, training: Training) -> Training:
         if crowned is None:
             out.append((elapsed, float("inf")))
             continue
-        key = orjson.dumps(crowned, option=orjson.OPT_SORT_KEYS).decode()
+        key = params_key(crowned)
         if key not in scores:
             scores[key] = cv(crowned).loss
         out.append((elapsed, scores[key]))
@@ -89,23 +84,17 @@ def _curve(trials: list[dict[str, Any]]) -> tuple[tuple[float, float], ...]:
     return tuple(out)
 
 
-def cycle(settings: Settings, runs: int = 1) -> list[Training]:
-    """``runs`` cycles one after another on the same data: the later ones start their search from
-    the earlier ones' best points (issue 13's warm start)."""
-    out = []
+def cycle(settings: Settings) -> Training:
+    """One real cycle (``Trainer.run_cycle``), timed, with its trials from the run's artifact."""
     with Trainer(settings, progress=False) as trainer:
-        for _ in range(runs):
-            started = time.perf_counter()
-            result = trainer.run_cycle()
-            seconds = time.perf_counter() - started
-            log.info("trainer cycle: %s", result.summary())
-            store = ModelStore(settings)
-            local = store.client.download_artifacts(result.run_id, "search/trials.json")
-            trials = orjson.loads(Path(local).read_bytes())
-            out.append(Training(seconds, result.search_seconds, result.trials, result.candidate_metrics["loss"],
-                                _curve(trials), sum(1 for t in trials if t.get("pruned")),
-                                tuple(t["params"] for t in trials)))  # fmt: skip
-    return out
+        started = time.perf_counter()
+        result = trainer.run_cycle()
+        seconds = time.perf_counter() - started
+    log.info("trainer cycle: %s", result.summary())
+    local = ModelStore(settings).client.download_artifacts(result.run_id, "search/trials.json")
+    trials = orjson.loads(Path(local).read_bytes())
+    return Training(seconds, result.search_seconds, result.trials, result.candidate_metrics["loss"], _curve(trials),
+                    sum(1 for t in trials if t.get("pruned")), tuple(t["params"] for t in trials))  # fmt: skip
 
 
 GROWN_FROM = 2 / 3  # the warm-start pair: the first cycle on this share of the rows, the second on all
@@ -118,10 +107,20 @@ def grown(settings: Settings, path: Path) -> tuple[Training, Training]:
     frame = read_table(settings.data_path)
     frame.iloc[: round(len(frame) * GROWN_FROM)].to_csv(path, index=False)
     grown_settings = settings.model_copy(update={"data": path})
-    (first,) = cycle(grown_settings)
+    first = cycle(grown_settings)
     frame.to_csv(path, index=False)
-    (second,) = cycle(grown_settings)
+    second = cycle(grown_settings)
     return first, second
+
+
+def _seed_cv(settings: Settings) -> CrossValidation:
+    """The seed-style trainer's objective, built from the file: data read, pipeline fit, Dataset binned."""
+    pipeline, x, y = _load(settings, settings.data_path)
+    base = task_params(pipeline, settings)
+    return CrossValidation(
+        build_dataset(pipeline, x, y, None, base), base, folds=settings.cv_folds, max_rounds=settings.max_rounds,
+        early_stopping=settings.early_stopping, seed=settings.seed, stratified=pipeline.task != "regression",
+    )  # fmt: skip
 
 
 def _load(settings: Settings, path: Any, pipeline: FeaturePipeline | None = None) -> tuple[Any, ...]:
@@ -138,14 +137,7 @@ def seed_style(settings: Settings) -> Training:
     started = time.perf_counter()
 
     def objective(params: dict[str, Any]) -> TrialScore:
-        pipeline, x, y = _load(settings, settings.data_path)  # every trial: read, fit, transform, bin
-        base = task_params(pipeline, settings)
-        dataset = build_dataset(pipeline, x, y, None, base)
-        cv = CrossValidation(
-            dataset, base, folds=settings.cv_folds, max_rounds=settings.max_rounds,
-            early_stopping=settings.early_stopping, seed=settings.seed, stratified=pipeline.task != "regression",
-        )  # fmt: skip
-        return cv(params)
+        return _seed_cv(settings)(params)  # every trial: read, fit, transform, bin
 
     search = Search(objective, optimizer=settings.optimizer, trials=settings.trials,
                     time_budget=settings.time_budget, seed=settings.seed)  # fmt: skip
