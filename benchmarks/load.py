@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 
@@ -162,3 +163,18 @@ class Paced:
         self._stop.set()
         self._thread.join(30)
         self.producer.close(timeout=10)
+
+
+def wait_compiled(settings: Settings, timeout: float = 120.0) -> None:
+    """Wait until a predictor with ``compiled_trees`` says (on its metrics port) that they serve."""
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if "streamfit_predictor_serving_compiled 1.0" in response.read().decode():
+                    return
+        except OSError:  # not listening yet
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the predictor's compiled trees did not serve within {timeout:.0f}s (see its log)")

@@ -14,6 +14,7 @@ from benchmarks.environment import Requests
 from benchmarks.load import Answers, Paced, blast, wait_answered, wait_ready
 from benchmarks.services import Service
 from common.bundle import ModelBundle
+from common.compiled import CompiledTrees
 from common.messages import ModelReload
 from common.settings import Settings
 
@@ -24,14 +25,18 @@ SWAP_SETTLE = 0.5  # a swap window lasts until this long after the new version's
 WARM_UP = 1.0  # seconds of paced load not counted (connections, first fetches)
 
 
-def predict_cost(bundle: ModelBundle, requests: Requests, rows: int = 500, repeats: int = 20) -> float:
-    """Microseconds per row of the model's own ``predict`` on one thread, as the predictor calls it
-    for a batch (best of ``repeats``): the part of a request's cost no client or loop can remove."""
+def predict_cost(
+    bundle: ModelBundle, requests: Requests, compiled: CompiledTrees | None = None, rows: int = 500, repeats: int = 20
+) -> float:
+    """Microseconds per row of the model's own ``predict`` (or its ``compiled`` trees') on one thread,
+    as the predictor calls it for a batch (best of ``repeats``): the part of a request's cost no client
+    or loop can remove."""
     matrix = bundle.pipeline.transform(requests.rows[:rows])
+    model: ModelBundle | CompiledTrees = compiled or bundle
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        bundle.predict_matrix(matrix, 1)
+        model.predict_matrix(matrix, 1)
         best = min(best, time.perf_counter() - started)
     return best / rows * 1e6
 

@@ -16,13 +16,16 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from benchmarks import measures, trainer_cycle
 from benchmarks.environment import Bench, Requests, bench, broker
-from benchmarks.load import wait_ready
+from benchmarks.load import wait_compiled, wait_ready
 from benchmarks.plan import PLANS, Plan
 from benchmarks.report import DOC, Row, table, write
 from benchmarks.services import Service, System
+from common.compiled import compile_trees
+from streamfit.kafka_server import free_port
 
 log = logging.getLogger("benchmarks")
 
@@ -30,8 +33,9 @@ ROUNDS = 2  # throughput rounds per system, alternated
 SLICES = 4  # latency slices per system, alternated
 PARTS = ("serving", "memory", "trainer")
 SYSTEMS: dict[str, System] = {"echo": "echo", "seed": "seed", "predictor": "predictor", "eos": "predictor",
-                              "rss": "predictor"}  # fmt: skip
+                              "fast": "predictor", "rss": "predictor"}  # fmt: skip
 EXACTLY_ONCE = "eos"  # the predictor with STREAMFIT_PROCESSING_GUARANTEE=exactly-once (issue 7)
+FAST = "fast"  # the predictor with STREAMFIT_COMPILED_TREES=true (issue 15)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -48,8 +52,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def overrides(name: str) -> dict[str, str]:
-    return {"processing_guarantee": "exactly-once"} if name == EXACTLY_ONCE else {}
+def overrides(name: str) -> dict[str, Any]:
+    if name == EXACTLY_ONCE:
+        return {"processing_guarantee": "exactly-once"}
+    if name == FAST:  # its metrics port says when the compiled trees serve
+        return {"compiled_trees": True, "metrics_port": free_port()}
+    return {}
 
 
 def serving(b: Bench, plan: Plan, requests: Requests, services: dict[str, Service]) -> list[Row]:
@@ -57,25 +65,31 @@ def serving(b: Bench, plan: Plan, requests: Requests, services: dict[str, Servic
     variants = b.variants(plan.swap_models)
     bundle = b.champion_bundle()
     predict_us = measures.predict_cost(bundle, requests)
+    compiled_us = measures.predict_cost(bundle, requests, compile_trees(bundle.booster))
     echo, seed, pred, eos = services["echo"], services["seed"], services["predictor"], services[EXACTLY_ONCE]
+    fast = services[FAST]
     tp_seed = measures.throughput(seed, requests, plan.seed_requests, "tp").rate
     seed.stop()
     # The machine is shared: predictor and echo take turns, and each keeps its best round.
-    turns = {"predictor": pred, "echo": echo, EXACTLY_ONCE: eos}
+    turns = {"predictor": pred, "echo": echo, EXACTLY_ONCE: eos, FAST: fast}
     runs: dict[str, list[measures.Throughput]] = {name: [] for name in turns}
     for turn in range(ROUNDS):
         for name, service in turns.items():
             runs[name].append(measures.throughput(service, requests, plan.throughput_requests, f"tp{turn}"))
     best = {name: max(done, key=lambda t: t.rate) for name, done in runs.items()}
     tp_pred, tp_echo, tp_eos = best["predictor"].rate, best["echo"].rate, best[EXACTLY_ONCE].rate
+    tp_fast = best[FAST].rate
     rate = tp_pred / 2
     lat_pred, lat_echo, lat_eos = measures.Latency(rate), measures.Latency(rate), measures.Latency(rate)
+    lat_fast = measures.Latency(rate)
     for turn in range(SLICES):
         measures.latency(pred, requests, lat_pred, plan.latency_seconds / SLICES, f"lat{turn}")
         measures.latency(echo, requests, lat_echo, plan.latency_seconds / SLICES, f"lat{turn}")
         measures.latency(eos, requests, lat_eos, plan.latency_seconds / SLICES, f"lat{turn}")
+        measures.latency(fast, requests, lat_fast, plan.latency_seconds / SLICES, f"lat{turn}")
     echo.stop()
     eos.stop()
+    fast.stop()
     swaps = measures.hot_swap(pred, requests, variants, b.publish, rate, plan.swap_every)
     pred.stop()
     ms = 1000.0
@@ -116,6 +130,25 @@ def serving(b: Bench, plan: Plan, requests: Requests, services: dict[str, Servic
         Row("exactly-once", f"predictor, exactly-once: p50 at {rate:,.0f} req/s", lat_eos.p50 * ms, "ms"),
         Row("exactly-once", f"predictor, exactly-once: p99 at {rate:,.0f} req/s", lat_eos.p99 * ms, "ms"),
         Row("exactly-once", "p99 exactly-once / at-least-once", lat_eos.p99 / lat_pred.p99, "x"),
+        Row("fast path", "predictor, compiled trees: throughput", tp_fast, "req/s"),
+        Row("fast path", "predictor, compiled trees: CPU per 1,000 requests", best[FAST].cpu_ms, "ms"),
+        Row("fast path", "compiled trees' predict alone, per 1,000 rows (1 thread)", compiled_us, "ms"),
+        Row("fast path", "predict alone, LightGBM / compiled trees", predict_us / compiled_us, "x"),
+        Row(
+            "fast path", "throughput compiled trees / predictor", tp_fast / tp_pred, "x", ">= 3", tp_fast / tp_pred >= 3
+        ),
+        Row(
+            "fast path", "throughput compiled trees / echo", tp_fast / tp_echo, "x", ">= 0.8", tp_fast / tp_echo >= 0.8
+        ),
+        Row("fast path", f"predictor, compiled trees: p99 at {rate:,.0f} req/s", lat_fast.p99 * ms, "ms"),
+        Row(
+            "fast path",
+            "p99 compiled trees / echo",
+            lat_fast.p99 / lat_echo.p99,
+            "x",
+            "<= 1.5",
+            lat_fast.p99 / lat_echo.p99 <= 1.5,
+        ),
         Row("hot swap", f"versions answering, of {swaps.published} published", swaps.swapped, ""),
         Row("hot swap", f"requests lost, of {swaps.sent:,}", swaps.lost, "", "0", swaps.lost == 0),
         Row("hot swap", "p99 steady", swaps.p99_steady * ms, "ms"),
@@ -198,9 +231,10 @@ def notes(plan: Plan) -> list[str]:
         f"system, {plan.swap_models} models published {plan.swap_every:.0f} s apart, {plan.trials} trials of at most "
         f"{plan.max_rounds} rounds per trainer, RSS after {a:,} and {z:,} requests.",
         "Throughput is end to end: the first request sent to the last answer written (the answer record's "
-        "timestamp), with every request sent at once by one producer; predictor, echo and the exactly-once "
-        f"predictor take {ROUNDS} turns each and keep their best. CPU per 1,000 requests is the system process's "
-        "user + system time over its best round. Latency is from `send` to the answer being read, on the "
+        "timestamp), with every request sent at once by one producer; predictor, echo, the exactly-once "
+        "predictor and the predictor with compiled trees (`STREAMFIT_COMPILED_TREES`, measured once its "
+        f"compiled trees serve) take {ROUNDS} turns each and keep their best. CPU per 1,000 requests is the system "
+        "process's user + system time over its best round. Latency is from `send` to the answer being read, on the "
         f"benchmark's clock, pooled over {SLICES} alternating slices per system. The exactly-once predictor runs "
         "one Kafka transaction per batch (`send_offsets_to_transaction`, then commit) and its answers are read "
         "`read_committed`, so its latency includes the commit; its throughput clock stops at the last answer's "
@@ -241,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                     b.publish(services[name].settings, champion)
             for service in services.values():  # nothing is measured while another system still starts
                 wait_ready(service.settings, requests)
+            if FAST in services:
+                wait_compiled(services[FAST].settings)
             if "serving" in parts:
                 rows += serving(b, plan, requests, services)
             if "memory" in parts:

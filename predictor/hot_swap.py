@@ -4,20 +4,29 @@ batch is answered by one model from start to end and the swap falls between two 
 
 Nothing that goes wrong here stops serving: a model that fails any step is refused (logged and
 counted) and the old one keeps answering; a store that is down asks for a retry.
+
+With compiled trees on (``STREAMFIT_COMPILED_TREES``) a model first serves through LightGBM, as
+always; a background thread compiles it and, once the compiled model gives the same predictions on
+the warm-up rows, the reference changes a second time, to the same version served faster.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 
 from common.bundle import ModelBundle
+from common.compiled import CompiledTrees, same_predictions
 from common.errors import BundleError, ModelStoreError
 from common.messages import ModelReload
 from common.pipeline import FeaturePipeline
@@ -34,10 +43,16 @@ class LoadedModel:
     sha256: str
     bundle: ModelBundle
     loaded_at: float
+    compiled: CompiledTrees | None = None  # the same trees as native code, once compiled and checked
 
     @property
     def pipeline(self) -> FeaturePipeline:
         return self.bundle.pipeline
+
+    def predict_matrix(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        if self.compiled is not None:
+            return self.compiled.predict_matrix(matrix, num_threads)
+        return self.bundle.predict_matrix(matrix, num_threads)
 
 
 class Outcome(enum.Enum):
@@ -54,12 +69,16 @@ class HotSwap:
         metrics: PredictorMetrics,
         sample: Callable[[], Sequence[Mapping[str, Any]]] = tuple,
         num_threads: int = 1,
+        compile: Callable[[lgb.Booster], CompiledTrees] | None = None,
     ) -> None:
         self.fetch = fetch
         self.metrics = metrics
         self.sample = sample  # a few recent request rows to warm a new model up on
         self.num_threads = num_threads
+        self.compile = compile  # None: LightGBM serves every model
         self.current: LoadedModel | None = None  # the one reference the serving loop reads
+        self._lock = threading.Lock()  # the follower swaps, the compiler upgrades: one at a time
+        self._compiler = ThreadPoolExecutor(1, thread_name_prefix="streamfit-compile") if compile else None
 
     def apply(self, reload: ModelReload) -> Outcome:
         current = self.current
@@ -88,7 +107,10 @@ class HotSwap:
                 raise BundleError("warm-up prediction returned non-finite scores")
         except Exception as exc:  # noqa: BLE001 - whatever the model does on warm-up, it must not serve
             return self._refuse(reload, "warm_up", f"warm-up on {len(rows)} rows failed: {exc}")
-        self.current = LoadedModel(reload.version, reload.sha256, bundle, time.time())
+        loaded = LoadedModel(reload.version, reload.sha256, bundle, time.time())
+        with self._lock:
+            self.current = loaded
+            self.metrics.serving_compiled.set(0)
         self.metrics.swaps.inc()
         self.metrics.serving(reload.version, reload.sha256)
         log.info(
@@ -96,7 +118,42 @@ class HotSwap:
             reload.model_name, reload.version, current.version if current else "none", len(rows),
             time.perf_counter() - started,
         )  # fmt: skip
+        if self._compiler is not None:
+            self._compiler.submit(self._upgrade, loaded, rows)
         return Outcome.SWAPPED
+
+    def _upgrade(self, loaded: LoadedModel, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Compile the model that serves and, if it predicts as LightGBM does, serve it compiled."""
+        assert self.compile is not None
+        try:
+            compiled = self.compile(loaded.bundle.booster)
+            matrix = loaded.pipeline.transform(rows)
+            expected, got = loaded.bundle.predict_matrix(matrix, 1), compiled.predict_matrix(matrix, 1)
+            why = same_predictions(expected, got)
+            classes = loaded.pipeline.task != "regression"  # a regression's prediction is its score
+            if why is None and classes and loaded.pipeline.decode(expected)[0] != loaded.pipeline.decode(got)[0]:
+                why = "compiled trees predict another class on a warm-up row"
+        except Exception as exc:  # noqa: BLE001 - a failed compile leaves LightGBM serving, nothing more
+            why = f"{type(exc).__name__}: {exc}"
+        else:
+            if why is None:
+                with self._lock:
+                    if self.current is not loaded:
+                        log.info("version %s was compiled after it stopped serving: dropped", loaded.version)
+                        return
+                    self.current = dataclasses.replace(loaded, compiled=compiled)
+                    self.metrics.serving_compiled.set(1)
+                log.info(
+                    "version %s now serves compiled trees (%s in %.2fs, checked on %d rows)", loaded.version,
+                    "loaded from the cache" if compiled.cached else "compiled", compiled.seconds, len(rows),
+                )  # fmt: skip
+                return
+        self.metrics.compile_failures.inc()
+        log.warning("version %s keeps serving through LightGBM: %s", loaded.version, why)
+
+    def close(self) -> None:
+        if self._compiler is not None:
+            self._compiler.shutdown(wait=False, cancel_futures=True)
 
     def _refuse(self, reload: ModelReload, reason: str, detail: str) -> Outcome:
         self.metrics.swap_failures.labels(reason).inc()

@@ -70,6 +70,18 @@ class PredictorMetrics:
         self.swap_failures = Counter(
             "swap_failures", "Published models refused, by reason class.", ["reason"], namespace=ns, registry=r
         )
+        self.serving_compiled = Gauge(
+            "serving_compiled",
+            "1 while the model in service predicts through compiled trees.",
+            namespace=ns,
+            registry=r,
+        )
+        self.compile_failures = Counter(
+            "compile_failures",
+            "Models left on LightGBM: compiling failed or predicted otherwise.",
+            namespace=ns,
+            registry=r,
+        )
         self.store_errors = Counter(
             "model_store_errors", "Failed downloads from the model store (retried with backoff).",
             namespace=ns, registry=r,

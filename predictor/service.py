@@ -24,6 +24,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError, ProducerFencedError
 
 from common.bundle import ModelBundle
+from common.compiled import compile_trees, require_compiler
 from common.errors import BrokerUnavailable, ModelStoreError
 from common.health import HealthServer
 from common.kafka import CO_PARTITIONED, await_partitions, ensure_topics, make_consumer, make_producer
@@ -94,7 +95,10 @@ class Predictor:
                                   settings.drift_cooldown)  # fmt: skip
         self.metrics.watch_drift(self.drift)
         self.served_sample = ServedSample()
-        self.swap = HotSwap(self._fetch, self.metrics, sample=lambda: self._recent)
+        if settings.compiled_trees:
+            require_compiler()
+        compile = compile_trees if settings.compiled_trees else None
+        self.swap = HotSwap(self._fetch, self.metrics, sample=lambda: self._recent, compile=compile)
         self.topics = {name: settings.topic(name) for name in TOPICS}
         self._store: ModelStore | None = None
         self._recent: Sequence[Mapping[str, Any]] = ()
@@ -154,6 +158,7 @@ class Predictor:
                     stack.enter_context(health)
                 self._follower = ModelFollower(self.settings, self.swap, self.metrics).start()
                 stack.callback(self._follower.stop)
+                stack.callback(self.swap.close)
                 producer = self._open_producer()
                 stack.callback(producer.close, timeout=5)
                 consumer = make_consumer(
@@ -254,7 +259,7 @@ class Predictor:
         started = time.perf_counter()
         pipeline, bundle = model.pipeline, model.bundle
         matrix = pipeline.transform(intake.features)
-        raw = bundle.predict_matrix(matrix, 1 if len(ids) <= PARALLEL_PREDICT_ROWS else 0)
+        raw = model.predict_matrix(matrix, 1 if len(ids) <= PARALLEL_PREDICT_ROWS else 0)
         predictions, scores = pipeline.decode(raw)
         self.metrics.predict_seconds.observe(time.perf_counter() - started)
         self.drift.requests(model.version, bundle, matrix)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
+import lightgbm as lgb
+import numpy as np
 import pytest
 
 from common.bundle import ModelBundle
+from common.compiled import CompiledTrees, compile_trees
 from common.errors import BundleError, ModelStoreError
 from common.messages import ModelReload
 from common.pipeline import FeatureSpec
 from predictor.hot_swap import HotSwap, Outcome
 from predictor.metrics import PredictorMetrics
 from predictor.model_follower import ReloadSchedule
-from tests.predictor.conftest import features, train
+from tests.predictor.conftest import features, train, wait_for
 
 
 def reload(version: str, sha: str = "a" * 64) -> ModelReload:
@@ -132,3 +137,72 @@ def test_the_schedule_retries_with_backoff_and_the_newest_offer_wins() -> None:
     assert schedule.due() is second
     schedule.finished(second, Outcome.SWAPPED)
     assert schedule.due() is None and schedule.delay == 1.0
+
+
+class GatedCompiler:
+    """Real compiled trees (lleaves), held back until the test opens the gate."""
+
+    def __init__(self, cache: Path) -> None:
+        self.cache, self.gate, self.compiled = cache, threading.Event(), 0
+
+    def __call__(self, booster: lgb.Booster) -> CompiledTrees:
+        assert self.gate.wait(30), "the test never opened the gate"
+        self.compiled += 1
+        return compile_trees(booster, self.cache)
+
+
+def test_with_compiled_trees_a_model_serves_through_lightgbm_then_its_compiled_twin(
+    store: Store, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    pytest.importorskip("lleaves")
+    metrics, compiler = PredictorMetrics(), GatedCompiler(tmp_path)
+    rows = [features(i) for i in range(50)]
+    swap = HotSwap(store.fetch, metrics, sample=lambda: rows, compile=compiler)
+    try:
+        assert swap.apply(reload("1")) is Outcome.SWAPPED
+        first = swap.current
+        assert first is not None and first.compiled is None  # serving at once, through LightGBM
+        assert metrics.value("serving_compiled") == 0
+        compiler.gate.set()
+        wait_for(lambda: swap.current is not None and swap.current.compiled is not None, what="compiled trees")
+        upgraded = swap.current
+        assert upgraded.version == "1" and upgraded.bundle is bundle and metrics.value("serving_compiled") == 1
+        matrix = bundle.pipeline.transform(rows)
+        np.testing.assert_allclose(upgraded.predict_matrix(matrix), bundle.predict_matrix(matrix), rtol=0, atol=1e-9)
+        assert metrics.value("compile_failures_total") == 0
+    finally:
+        swap.close()
+
+
+def test_a_model_compiled_after_a_newer_one_swapped_in_is_dropped(store: Store, tmp_path: Path) -> None:
+    pytest.importorskip("lleaves")
+    store.bundles[reload("2").uri] = train(seed=2)
+    metrics, compiler = PredictorMetrics(), GatedCompiler(tmp_path)
+    swap = HotSwap(store.fetch, metrics, sample=lambda: [features(i) for i in range(8)], compile=compiler)
+    try:
+        assert swap.apply(reload("1")) is Outcome.SWAPPED
+        assert swap.apply(reload("2")) is Outcome.SWAPPED  # while version 1 still compiles
+        compiler.gate.set()
+        wait_for(lambda: compiler.compiled == 2 and swap.current is not None and swap.current.compiled is not None,
+                 what="both compiled")  # fmt: skip
+        assert swap.current is not None and swap.current.version == "2"  # never back to version 1
+    finally:
+        swap.close()
+
+
+def test_a_compile_that_fails_or_predicts_otherwise_leaves_lightgbm_serving(store: Store, tmp_path: Path) -> None:
+    pytest.importorskip("lleaves")
+    other = compile_trees(train(seed=7, rounds=30).booster, tmp_path)  # real compiled trees of another model
+    for compile, why in (
+        (lambda booster: (_ for _ in ()).throw(BundleError("lleaves cannot compile the model: boom")), "boom"),
+        (lambda booster: other, "differ from LightGBM's"),
+    ):
+        metrics = PredictorMetrics()
+        swap = HotSwap(store.fetch, metrics, sample=lambda: [features(i) for i in range(50)], compile=compile)
+        try:
+            assert swap.apply(reload("1")) is Outcome.SWAPPED
+            wait_for(lambda m=metrics: m.value("compile_failures_total") == 1, what=f"a refused compile ({why})")
+            assert swap.current is not None and swap.current.compiled is None
+            assert metrics.value("serving_compiled") == 0
+        finally:
+            swap.close()

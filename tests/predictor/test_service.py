@@ -285,3 +285,24 @@ def test_two_replicas_share_the_partitions_and_both_swap(
         values = predictions.until(lambda values: {p["request_id"] for p in values} >= set(first + second))
     assert {p["model_version"] for p in values if p["request_id"] in set(second)} == {"2"}
     producer.close()
+
+
+def test_with_compiled_trees_the_predictor_answers_through_them_as_lightgbm_would(
+    make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
+) -> None:
+    pytest.importorskip("lleaves")
+    settings = make_settings(compiled_trees=True)
+    models_factory(settings).release("1", seed=1)
+    predictor = Predictor(settings)
+    producer = make_producer(settings)
+    ids = [f"req-{i}" for i in range(400)]
+    with running(predictor):
+        wait_for(lambda: predictor.metrics.value("serving_compiled") == 1, timeout=60, what="compiled trees serving")
+        assert predictor.model is not None and predictor.model.compiled is not None
+        send_requests(producer, settings, ids)
+        predictions = reader(settings, "predictions").count(len(ids), timeout=60)
+    expected, scores = train(seed=1).predict([features(i) for i in range(len(ids))])
+    by_id = {p["request_id"]: p for p in predictions}
+    assert [by_id[i]["prediction"] for i in ids] == expected
+    assert max(abs(by_id[i]["score"] - s) for i, s in zip(ids, scores, strict=True)) <= 1e-9
+    assert predictor.metrics.value("compile_failures_total") == 0
