@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     drift_cooldown: int = _field(
         5000, "Fewest requests a replica serves between two drift retrain requests.", "predictor", ge=0
     )
+    interim_answers: bool = _field(
+        True,
+        "After a drift alarm, until a retrained model swaps in: serve for each of the old model's answers the "
+        "class the labels since the change say it stands for (only where they say so clearly).",
+        "predictor",
+    )
     compiled_trees: bool = _field(
         False,
         "Predict through the model's trees compiled to native code (lleaves; pip install 'streamfit[fast]'): "

@@ -52,6 +52,7 @@ from common.bundle import ModelBundle
 from common.change import MIN_SEGMENT, Change, Z, latest_change
 from common.pipeline import category_key
 from common.profile import PSI_FLOOR, ReferenceProfile
+from predictor.interim import Remap, remaps
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Alarm:
     window: int
     observations: int
     step: Change | None = None  # the step up in the live error, when that is a cause
+    remaps: Mapping[int, Remap] = field(default_factory=dict)  # the interim answer (predictor.interim)
 
     def describe(self) -> str:
         parts = []
@@ -145,6 +147,9 @@ class _Model:
     valid: np.ndarray | None = None  # features x width: which bins exist
     live: _Ring | None = None
     live_sum: float = 0.0
+    pairs: _Ring | None = None  # classes: (model answer, label) as class indices, in step with ``live``
+    class_index: dict[str | None, int] = field(default_factory=dict)
+    classes: int = 0
     since_check: int = 0
     psi: np.ndarray | None = None  # the last PSI per feature (None until a full window)
     pending: list[np.ndarray] = field(default_factory=list)  # batch matrices not binned yet
@@ -188,6 +193,7 @@ class DriftMonitor:
         self._fold_requests(model)
         self._fold_outcomes(model)
         causes = []
+        early_drop = False
         if model.bins is not None and model.bins.full:
             model.psi = self._psi(model)
         if model.psi is not None and self.psi_threshold > 0 and float(model.psi.max()) > self.psi_threshold:
@@ -202,6 +208,7 @@ class DriftMonitor:
         elif self.metric_drop > 0 and (early := self._early_drop(model)) is not None:
             causes.append("metric")
             live = early
+            early_drop = True  # every observation of this model came after the change
         step = self._step(model) if self.metric_drop > 0 else None
         if step is not None:
             causes.append("step")
@@ -209,13 +216,15 @@ class DriftMonitor:
             return None
         self.since_alarm = 0
         self.alarms += 1
+        since_change = step.at if step is not None else 0 if early_drop else None
+        interim = self._remaps(model, since_change) if since_change is not None else {}
         psi = model.psi if model.psi is not None else np.zeros(0)
         order = np.argsort(psi)[::-1][:TOP_FEATURES]
         return Alarm(
             model_version=model.version, causes=tuple(causes), psi=self.overall_psi or 0.0,
             top_features=tuple((model.names[i], float(psi[i])) for i in order), metric=model.metric,
             live=live, holdout=model.holdout, window=self.window,
-            observations=model.live.filled if model.live is not None else 0, step=step,
+            observations=model.live.filled if model.live is not None else 0, step=step, remaps=interim,
         )  # fmt: skip
 
     def snapshot(self) -> tuple[int, int]:
@@ -291,6 +300,10 @@ class DriftMonitor:
                 model.valid[j, : feature.bins] = True
         if holdout is not None:
             model.live = _Ring(self.window, 1, np.float64)
+            if not regression:
+                classes = bundle.pipeline.classes
+                model.pairs, model.classes = _Ring(self.window, 2, np.int32), len(classes)
+                model.class_index = {category_key(c): i for i, c in enumerate(classes)}
         self._model = model
         return model
 
@@ -320,6 +333,13 @@ class DriftMonitor:
         errors = values if model.regression else 1.0 - values
         return latest_change(errors, not model.regression)
 
+    def _remaps(self, model: _Model, since: int) -> dict[int, Remap]:
+        """The interim answer from this model's (answer, label) pairs since observation ``since``
+        of its window (the step's first row, or 0 when all of them came after the change)."""
+        if model.pairs is None or model.live is None or model.pairs.filled != model.live.filled:
+            return {}
+        return remaps(model.pairs.ordered()[since:], model.classes, model.classes == 2)
+
     def _early_drop(self, model: _Model) -> float | None:
         """Before the window is full: the live metric so far, if its error is more than
         ``metric_drop`` worse than the holdout's, by ``Z`` standard errors; else None."""
@@ -347,11 +367,11 @@ class DriftMonitor:
             values = [_error(p, y) for v, p, y in outcomes if v == version]
         else:
             key = category_key
-            values = [
-                1.0 if (p == y and type(p) is type(y)) or key(p) == key(y) else 0.0
-                for v, p, y in outcomes
-                if v == version
-            ]
+            mine = [(p, y) for v, p, y in outcomes if v == version]
+            values = [1.0 if (p == y and type(p) is type(y)) or key(p) == key(y) else 0.0 for p, y in mine]
+            if model.pairs is not None and mine:
+                index = model.class_index
+                model.pairs.push(np.array([(index.get(key(p), -1), index.get(key(y), -1)) for p, y in mine]))
         scored = np.array([v for v in values if v is not None], dtype=np.float64)
         if not len(scored):
             return

@@ -61,6 +61,10 @@ class PredictorMetrics:
             "commit_failures", "Offset commits refused (a rebalance: the batch may be repeated).",
             namespace=ns, registry=r,
         )  # fmt: skip
+        self.interim_corrections = Counter(
+            "interim_corrections", "Drift alarms after which answers were served as the newest labels say "
+            "(predictor.interim).", namespace=ns, registry=r,
+        )  # fmt: skip
         self.model_version = Gauge(
             "model_version", "Version serving (NaN: none yet, or not a number).", namespace=ns, registry=r
         )

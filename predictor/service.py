@@ -36,6 +36,8 @@ from predictor.drift import Alarm, DriftMonitor
 from predictor.encoding import observation_json, prediction_json
 from predictor.hot_swap import HotSwap, LoadedModel
 from predictor.intake import Intake, Reader
+from predictor.interim import LIFETIME as INTERIM_LIFETIME
+from predictor.interim import Correction
 from predictor.label_join import NO_LABEL, LabelJoin, Served
 from predictor.metrics import PredictorMetrics
 from predictor.model_follower import ModelFollower
@@ -110,6 +112,7 @@ class Predictor:
         self._same_partition = False  # answers go to their request's partition number (see _predict)
         self._counts: dict[str, int] = {}  # partitions of each topic, from ensure_topics
         self._dead_log = ThrottledLog(log, logging.WARNING, 10.0)
+        self._interim: Correction | None = None  # the interim answer after a drift alarm (predictor.interim)
         self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
     # --- public surface ---------------------------------------------------------------------------
@@ -261,6 +264,8 @@ class Predictor:
         matrix = pipeline.transform(intake.features)
         raw = model.predict_matrix(matrix, 1 if len(ids) <= PARALLEL_PREDICT_ROWS else 0)
         predictions, scores = pipeline.decode(raw)
+        if self._interim is not None and self._interim.active(model.version):
+            predictions, scores = self._interim.apply(predictions, scores)
         self.metrics.predict_seconds.observe(time.perf_counter() - started)
         self.drift.requests(model.version, bundle, matrix)
         self.served_sample.sample(ids[0], matrix)
@@ -340,6 +345,14 @@ class Predictor:
         self.metrics.drift_signals.labels(",".join(alarm.causes)).inc()
         log.warning("drift under model %s version %s: %s; retrain requested", self.settings.model_name,
                     alarm.model_version, alarm.describe())  # fmt: skip
+        model = self.swap.current
+        if alarm.remaps and self.settings.interim_answers and model is not None:
+            self._interim = Correction(alarm.model_version, model.pipeline.classes, dict(alarm.remaps),
+                                       time.monotonic() + INTERIM_LIFETIME)  # fmt: skip
+            self.metrics.interim_corrections.inc()
+            log.warning("until a model trained after the change swaps in (at most %.0fs), version %s's answers are "
+                        "served as the newest labels say they stand for: %s", INTERIM_LIFETIME,
+                        alarm.model_version, self._interim.describe())  # fmt: skip
 
     # --- delivery ---------------------------------------------------------------------------------
     def _deliver(

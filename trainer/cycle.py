@@ -51,6 +51,7 @@ NEW_WORLD_IDLE = 5.0  # ... and without a new observation (the stream has gone q
 # Most seconds a drift request for a rising error waits for the change to show in the observations.
 # A false alarm (LED in the recovery suite: a bootstrap figure a little optimistic) waits it all.
 CHANGE_WAIT = 10.0
+READ_AGAIN = 0.1  # seconds between two reads while waiting: at 100 requests/s, 10 rows of the new world
 PAST_CYCLES = 3  # earlier cycles whose best parameters a search evaluates first
 
 SEARCH_SETTINGS = ("optimizer", "trials", "time_budget", "cv_folds", "one_split_rows", "max_rounds",
@@ -240,7 +241,7 @@ class CycleRunner:
                and time.monotonic() - last_new < NEW_WORLD_IDLE):  # fmt: skip
             if self._stop_search():
                 break
-            time.sleep(0.5)
+            time.sleep(READ_AGAIN)
             more, data, change, observations = self._read_once(base)
             refresh = refresh.then(more)
             if more.read:

@@ -14,8 +14,9 @@ from common.messages import Observation, Retrain, decode
 from predictor.metrics import PredictorMetrics
 from predictor.service import Predictor
 from tests.conftest import SettingsFactory
-from tests.predictor.conftest import Models, TopicReader, features, running, train, wait_for
+from tests.predictor.conftest import Models, TopicReader, features, running, synthetic_frame, train, wait_for
 from tests.predictor.test_drift import profiled
+from trainer.fit import evaluate
 
 
 def test_shifted_requests_ask_for_one_drift_retrain_naming_the_feature(
@@ -58,3 +59,62 @@ def test_shifted_requests_ask_for_one_drift_retrain_naming_the_feature(
     # The first request of each batch rides with the vector it was served, for the skew check.
     served = [decode(Observation, orjson.dumps(v)) for v in observations.values if "served" in v]
     assert served and all(isinstance(o, Observation) and o.served and len(o.served) == 3 for o in served)
+
+
+def test_after_a_step_alarm_the_old_models_answers_are_served_as_the_labels_say_until_a_new_model(
+    make_settings: SettingsFactory,
+    models_factory: Callable[..., Models],
+    reader: Callable[..., TopicReader],
+) -> None:
+    """The concept flips: every label becomes the other class. The step alarm asks for a retrain and,
+    from the labels since the change, the predictor serves each of version 1's answers as the other
+    class (its version still named) until version 2 swaps in, which is then served as it answers."""
+    settings = make_settings(drift_psi_threshold=0, drift_metric_drop=0.05, drift_cooldown=100_000)
+    model = train(rounds=30)
+    frame = synthetic_frame(3000, seed=9)
+    bundle = profiled(model, evaluate(model, model.pipeline.transform_frame(frame),
+                                      model.pipeline.encode_labels(frame.y.tolist())))  # fmt: skip
+    models = models_factory(settings)
+    models.publish("1", *models.store_bundle(bundle))
+    # Requests the model answers yes, no, yes, no, ...: both answers are common after the change.
+    answers = bundle.predict([features(i) for i in range(3000)])[0]
+    yes, no = ([i for i, a in enumerate(answers) if a == value] for value in ("yes", "no"))
+    order = [i for pair in zip(yes, no, strict=False) for i in pair][:900]
+    other = {"yes": "no", "no": "yes"}
+    metrics = PredictorMetrics()
+    retrain, predictions = reader(settings, "retrain"), reader(settings, "predictions")
+    producer = make_producer(settings, client_id="test-interim")
+
+    def send(start: int, stop: int, flipped: bool) -> None:
+        for n in range(start, stop):
+            i = order[n]
+            label = other[answers[i]] if flipped else answers[i]
+            value = orjson.dumps({"request_id": f"r{n}", "features": features(i), "label": label})
+            producer.send(settings.topic("requests"), key=f"r{n}".encode(), value=value)
+        producer.flush()
+
+    def served(start: int, stop: int) -> dict[int, Any]:
+        wanted = {f"r{n}" for n in range(start, stop)}
+        values = predictions.until(lambda vs: wanted <= {v["request_id"] for v in vs}, what=f"answers {start}-{stop}")
+        return {int(v["request_id"][1:]): v for v in values if v["request_id"] in wanted}
+
+    with running(Predictor(settings, metrics=metrics)):
+        send(0, 400, flipped=False)
+        assert all(v["prediction"] == answers[order[n]] for n, v in served(0, 400).items())
+        send(400, 600, flipped=True)
+        retrain.count(1)
+        send(600, 700, flipped=True)
+        interim = served(600, 700)
+        assert all(v["prediction"] == other[answers[order[n]]] and v["model_version"] == "1"
+                   for n, v in interim.items()), interim  # fmt: skip
+        assert all((v["score"] >= 0.5) == (v["prediction"] == "yes") for v in interim.values())
+        models.publish("2", *models.store_bundle(profiled(train(seed=2, rounds=30))))
+        wait_for(lambda: metrics.value("model_version") == 2, what="version 2 serving")
+        send(700, 800, flipped=True)
+        after = served(700, 800)
+    producer.close()
+    second = profiled(train(seed=2, rounds=30))
+    expected = second.predict([features(order[n]) for n in range(700, 800)])[0]
+    assert [after[n]["prediction"] for n in range(700, 800)] == expected  # version 2 as it answers
+    assert {v["model_version"] for v in after.values()} == {"2"}
+    assert metrics.value("interim_corrections_total") == 1
