@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 CHECK_EVERY: Final = 50  # served requests (or joined observations) between two evaluations
 TOP_FEATURES: Final = 3
+INTERIM_SEARCH: Final = 500  # observations after a change within which an interim answer is looked for
+INTERIM_EVERY: Final = 10  # ... looked for again after this many more (a count over at most 500 pairs)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,6 @@ class Alarm:
     window: int
     observations: int
     step: Change | None = None  # the step up in the live error, when that is a cause
-    remaps: Mapping[int, Remap] = field(default_factory=dict)  # the interim answer (predictor.interim)
 
     def describe(self) -> str:
         parts = []
@@ -150,6 +151,9 @@ class _Model:
     pairs: _Ring | None = None  # classes: (model answer, label) as class indices, in step with ``live``
     class_index: dict[str | None, int] = field(default_factory=dict)
     classes: int = 0
+    paired: int = 0  # pairs pushed since this model started serving
+    change_seen: int | None = None  # the pair where an alarm placed the change (counted as ``paired``)
+    interim_tried: int = 0  # pairs after the change when the interim answer was last looked for
     since_check: int = 0
     psi: np.ndarray | None = None  # the last PSI per feature (None until a full window)
     pending: list[np.ndarray] = field(default_factory=list)  # batch matrices not binned yet
@@ -216,15 +220,16 @@ class DriftMonitor:
             return None
         self.since_alarm = 0
         self.alarms += 1
-        since_change = step.at if step is not None else 0 if early_drop else None
-        interim = self._remaps(model, since_change) if since_change is not None else {}
+        since = step.at if step is not None else 0 if early_drop else None
+        if since is not None and model.pairs is not None:  # look for the interim answer from here on
+            model.change_seen = model.paired - model.pairs.filled + since
         psi = model.psi if model.psi is not None else np.zeros(0)
         order = np.argsort(psi)[::-1][:TOP_FEATURES]
         return Alarm(
             model_version=model.version, causes=tuple(causes), psi=self.overall_psi or 0.0,
             top_features=tuple((model.names[i], float(psi[i])) for i in order), metric=model.metric,
             live=live, holdout=model.holdout, window=self.window,
-            observations=model.live.filled if model.live is not None else 0, step=step, remaps=interim,
+            observations=model.live.filled if model.live is not None else 0, step=step,
         )  # fmt: skip
 
     def snapshot(self) -> tuple[int, int]:
@@ -333,12 +338,30 @@ class DriftMonitor:
         errors = values if model.regression else 1.0 - values
         return latest_change(errors, not model.regression)
 
-    def _remaps(self, model: _Model, since: int) -> dict[int, Remap]:
-        """The interim answer from this model's (answer, label) pairs since observation ``since``
-        of its window (the step's first row, or 0 when all of them came after the change)."""
-        if model.pairs is None or model.live is None or model.pairs.filled != model.live.filled:
-            return {}
-        return remaps(model.pairs.ordered()[since:], model.classes, model.classes == 2)
+    def interim(self) -> tuple[str, dict[int, Remap]] | None:
+        """After an alarm that placed the change (a step, or a model that served only after it): the
+        interim answer (``predictor.interim``) of the serving model, once the labels since the change
+        support one; each model gets at most one, found within ``INTERIM_SEARCH`` observations of the
+        change. The service asks after every ``check``; it is evaluated every ``INTERIM_EVERY``
+        observations (the alarm fires as soon as the change is clear, often with a few dozen rows
+        after it, and the scan places it at least ``MIN_SEGMENT`` rows back: a few more rows make
+        the new world's share of the counted pairs large enough)."""
+        model = self._model
+        if model is None or model.change_seen is None or model.pairs is None:
+            return None
+        self._fold_outcomes(model)  # the observations since check(): this wants every one
+        since = model.paired - model.change_seen
+        if since > INTERIM_SEARCH or since > model.pairs.filled:
+            model.change_seen = None  # a retrained model should have come by now
+            return None
+        if since - model.interim_tried < INTERIM_EVERY and model.interim_tried:
+            return None
+        model.interim_tried = since
+        found = remaps(model.pairs.ordered()[model.pairs.filled - since :], model.classes, model.classes == 2)
+        if not found:
+            return None
+        model.change_seen = None
+        return model.version, found
 
     def _early_drop(self, model: _Model) -> float | None:
         """Before the window is full: the live metric so far, if its error is more than
@@ -372,6 +395,7 @@ class DriftMonitor:
             if model.pairs is not None and mine:
                 index = model.class_index
                 model.pairs.push(np.array([(index.get(key(p), -1), index.get(key(y), -1)) for p, y in mine]))
+                model.paired += len(mine)
         scored = np.array([v for v in values if v is not None], dtype=np.float64)
         if not len(scored):
             return

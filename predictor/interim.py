@@ -11,13 +11,14 @@ model under label shift, as black-box shift estimation uses it: Lipton, Wang and
 arXiv:1802.03916).
 
 A model answer is remapped only when it was given at least ``MIN_ANSWERS`` times since the change
-and another class followed it more often than itself by ``Z`` standard errors of a sign test, so
-a stream whose concept did not move (or moved where the old answers say nothing) is served as
-before. The correction belongs to one model version and ends when another version swaps in, or
-after ``LIFETIME`` seconds (the trainer waits at most 30 s for the rows of the new world). The score
-sent with a remapped answer is the share of the newest labels behind it: for a binary task the
-share of positive labels after that answer (so the prediction is still "positive when the score is
-at least 0.5"), for several classes the share of the class served.
+and another class followed it more often than itself by ``Z`` standard errors of a sign test, so a
+stream whose concept did not move (or moved where the old answers say nothing) is served as before.
+The drift monitor looks for it from the alarm on, every 10 observations, for 500 at most. The
+correction belongs to one model version and ends when another version swaps in, or after
+``LIFETIME`` seconds (the trainer waits at most 30 s for the rows of the new world). The score sent
+with a remapped answer is the share of the newest labels behind it: for a binary task the share of
+positive labels after that answer (so the prediction is still "positive when the score is at least
+0.5"), for several classes the share of the class served.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from typing import Any, Final
 import numpy as np
 
 MIN_ANSWERS: Final = 20  # times the model gave an answer since the change before it can be remapped
-Z: Final = 3.0  # sign test: another class must follow that answer this many standard errors more often
+# Sign test: another class must follow that answer this many standard errors more often than itself
+# (one-sided 98% for one answer; the alarm has already said the error rose).
+Z: Final = 2.0
 LIFETIME: Final = 60.0  # seconds a correction lasts without a new model
 
 

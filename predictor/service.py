@@ -37,7 +37,7 @@ from predictor.encoding import observation_json, prediction_json
 from predictor.hot_swap import HotSwap, LoadedModel
 from predictor.intake import Intake, Reader
 from predictor.interim import LIFETIME as INTERIM_LIFETIME
-from predictor.interim import Correction
+from predictor.interim import Correction, Remap
 from predictor.label_join import NO_LABEL, LabelJoin, Served
 from predictor.metrics import PredictorMetrics
 from predictor.model_follower import ModelFollower
@@ -239,6 +239,8 @@ class Predictor:
         if alarm := self.drift.check():
             self._signal_drift(alarm, outputs)
             self.retrain.drifted()
+        if self.settings.interim_answers and (interim := self.drift.interim()) is not None:
+            self._start_interim(model, *interim)
         if not self._deliver(outputs, batch, consumer, producer):
             self.join.rollback()
             self.retrain.restore(retrain_state)
@@ -345,14 +347,15 @@ class Predictor:
         self.metrics.drift_signals.labels(",".join(alarm.causes)).inc()
         log.warning("drift under model %s version %s: %s; retrain requested", self.settings.model_name,
                     alarm.model_version, alarm.describe())  # fmt: skip
-        model = self.swap.current
-        if alarm.remaps and self.settings.interim_answers and model is not None:
-            self._interim = Correction(alarm.model_version, model.pipeline.classes, dict(alarm.remaps),
-                                       time.monotonic() + INTERIM_LIFETIME)  # fmt: skip
-            self.metrics.interim_corrections.inc()
-            log.warning("until a model trained after the change swaps in (at most %.0fs), version %s's answers are "
-                        "served as the newest labels say they stand for: %s", INTERIM_LIFETIME,
-                        alarm.model_version, self._interim.describe())  # fmt: skip
+
+    def _start_interim(self, model: LoadedModel, version: str, remaps: dict[int, Remap]) -> None:
+        if model.version != version:
+            return
+        self._interim = Correction(version, model.pipeline.classes, remaps, time.monotonic() + INTERIM_LIFETIME)
+        self.metrics.interim_corrections.inc()
+        log.warning("until a model trained after the change swaps in (at most %.0fs), version %s's answers are "
+                    "served as the labels since the change say they stand for: %s", INTERIM_LIFETIME, version,
+                    self._interim.describe())  # fmt: skip
 
     # --- delivery ---------------------------------------------------------------------------------
     def _deliver(

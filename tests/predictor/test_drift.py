@@ -242,26 +242,36 @@ def test_adult_with_the_sample_apps_drift_raises_an_alarm_within_500_requests(ad
     assert alarms and 3000 < alarms[0] <= 3500, alarms
 
 
-def test_a_step_alarm_carries_the_interim_answer_the_labels_since_the_change_support(bundle: ModelBundle) -> None:
-    """Every label flipped after 1,000 answers: the step alarm remaps both of the model's answers to
-    the other class, from the observations after the step alone. Labels that flip a fifth of the time
-    (the earlier test's change) remap nothing."""
+def test_after_a_step_alarm_the_monitor_finds_the_interim_answer_the_labels_since_the_change_support(
+    bundle: ModelBundle,
+) -> None:
+    """Every label flipped after 1,000 answers: once the step alarm has placed the change, both of
+    the model's answers are remapped to the other class, from the observations after the step alone,
+    and only once per model. Labels that flip a fifth of the time remap nothing; without an alarm
+    nothing is looked for."""
     monitor = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=10_000)
-    assert feed(monitor, "1", bundle, synthetic_frame(1000, seed=21)) == []
+    assert feed(monitor, "1", bundle, synthetic_frame(1000, seed=21)) == [] and monitor.interim() is None
     flipped = synthetic_frame(300, seed=22)
     flipped["y"] = np.where(flipped.y == "yes", "no", "yes")
-    alarms = feed(monitor, "1", bundle, flipped, batch=50)
+    found, alarms = None, []
+    for start in range(0, 300, 50):
+        alarms += feed(monitor, "1", bundle, flipped[start : start + 50], batch=50)
+        found = found or monitor.interim()
     assert len(alarms) == 1 and "step" in alarms[0].causes
-    remapped = alarms[0].remaps
-    classes = bundle.pipeline.classes  # (negative, positive)
+    assert found is not None and found[0] == "1"
+    remapped = found[1]
     assert {answer: r.served for answer, r in remapped.items()} == {0: 1, 1: 0}, remapped
     assert remapped[0].score > 0.9 and remapped[1].score < 0.1  # the share of positives after each answer
-    assert all(r.followed / r.given > 0.9 for r in remapped.values()) and classes == ("no", "yes")
+    assert all(r.followed / r.given > 0.9 for r in remapped.values()) and bundle.pipeline.classes == ("no", "yes")
+    assert monitor.interim() is None  # once
 
     noisy = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=10_000)
     assert feed(noisy, "1", bundle, synthetic_frame(1000, seed=21)) == []
-    changed = synthetic_frame(300, seed=22)
+    changed = synthetic_frame(400, seed=22)
     flip = np.random.default_rng(3).random(len(changed)) < 0.2
     changed["y"] = np.where(flip, np.where(changed.y == "yes", "no", "yes"), changed.y)
-    alarms = feed(noisy, "1", bundle, changed, batch=50)
-    assert len(alarms) == 1 and alarms[0].remaps == {}
+    looked = []
+    for start in range(0, 400, 50):
+        alarms = feed(noisy, "1", bundle, changed[start : start + 50], batch=50)
+        looked.append(noisy.interim())
+    assert noisy.alarms == 1 and looked == [None] * len(looked)

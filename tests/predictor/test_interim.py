@@ -17,10 +17,13 @@ def pairs(*groups: tuple[int, int, int]) -> np.ndarray:
 def test_an_answer_the_labels_now_contradict_is_remapped_with_the_share_of_positives() -> None:
     found = remaps(pairs((0, 1, 35), (0, 0, 5), (1, 1, 10), (-1, 1, 50), (0, -1, 50)), classes=2, binary=True)
     assert found == {0: Remap(served=1, score=35 / 40, followed=35, given=40)}  # 1 was given too rarely
+    # two in three: clear after 45 answers (2.2 standard errors), not after 15
+    assert remaps(pairs((0, 1, 30), (0, 0, 15)), 2, True) == {0: Remap(1, 30 / 45, 30, 45)}
+    assert remaps(pairs((0, 1, 10), (0, 0, 5)), 2, True) == {}
 
 
 def test_noise_a_rare_answer_and_an_unmoved_concept_are_left_alone() -> None:
-    assert remaps(pairs((0, 1, 14), (0, 0, 12)), 2, True) == {}  # more often wrong, but not by 3 sigma
+    assert remaps(pairs((0, 1, 15), (0, 0, 10)), 2, True) == {}  # more often wrong, but not by 2 sigma
     assert remaps(pairs((0, 1, MIN_ANSWERS - 1)), 2, True) == {}  # every time wrong, but too few times
     assert remaps(pairs((0, 0, 90), (0, 1, 10), (1, 1, 80), (1, 0, 20)), 2, True) == {}
     assert remaps(np.zeros((0, 2), dtype=np.int32), 2, True) == {}
