@@ -349,7 +349,9 @@ class Predictor:
                     alarm.model_version, alarm.describe())  # fmt: skip
 
     def _start_interim(self, model: LoadedModel, version: str, remaps: dict[int, Remap]) -> None:
-        if model.version != version:
+        """One interim answer per model version at most: once it serves, the labels the drift monitor
+        pairs are with corrected answers, and a second correction would be read off those."""
+        if model.version != version or (self._interim is not None and self._interim.version == version):
             return
         self._interim = Correction(version, model.pipeline.classes, remaps, time.monotonic() + INTERIM_LIFETIME)
         self.metrics.interim_corrections.inc()

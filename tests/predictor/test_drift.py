@@ -253,12 +253,15 @@ def test_after_a_step_alarm_the_monitor_finds_the_interim_answer_the_labels_sinc
     assert feed(monitor, "1", bundle, synthetic_frame(1000, seed=21)) == [] and monitor.interim() is None
     flipped = synthetic_frame(300, seed=22)
     flipped["y"] = np.where(flipped.y == "yes", "no", "yes")
-    found, alarms = None, []
-    for start in range(0, 300, 50):
-        alarms += feed(monitor, "1", bundle, flipped[start : start + 50], batch=50)
-        found = found or monitor.interim()
+    found, alarms, found_after = None, [], 0
+    for start in range(0, 300, 10):
+        alarms += feed(monitor, "1", bundle, flipped[start : start + 10], batch=10)
+        if found is None and (found := monitor.interim()) is not None:
+            found_after = start + 10
     assert len(alarms) == 1 and "step" in alarms[0].causes
     assert found is not None and found[0] == "1"
+    # counted from where the error stepped up, not from the alarm's change point 50 rows back
+    assert found_after <= 60, found_after
     remapped = found[1]
     assert {answer: r.served for answer, r in remapped.items()} == {0: 1, 1: 0}, remapped
     assert remapped[0].score > 0.9 and remapped[1].score < 0.1  # the share of positives after each answer
