@@ -22,7 +22,8 @@ Four checks, against the reference profile in the model's bundle (``common.profi
 When a feature's PSI exceeds ``drift_psi_threshold``, the live metric falls more than
 ``drift_metric_drop`` below the holdout's (over the full window, or early and significantly), or
 the live error steps up (while ``drift_metric_drop`` is on), the monitor raises an ``Alarm``, at
-most once per ``drift_cooldown`` served requests; the service turns it into a ``retrain`` message
+most once per ``drift_cooldown`` served requests (a step that starts after the last alarm is not
+held back: that alarm cannot have been about it); the service turns it into a ``retrain`` message
 with reason ``drift`` and the features that moved most.
 
 Cost on the serving path: per batch, a reference to the matrix the model already read is kept,
@@ -154,6 +155,8 @@ class _Model:
     paired: int = 0  # pairs pushed since this model started serving
     change_seen: int | None = None  # the pair where an alarm placed the change (counted as ``paired``)
     interim_tried: int = 0  # pairs after the change when the interim answer was last looked for
+    observed: int = 0  # observations scored since this model started serving
+    alarm_at: int | None = None  # ``observed`` when this model's last alarm was raised
     since_check: int = 0
     psi: np.ndarray | None = None  # the last PSI per feature (None until a full window)
     pending: list[np.ndarray] = field(default_factory=list)  # batch matrices not binned yet
@@ -216,10 +219,11 @@ class DriftMonitor:
         step = self._step(model) if self.metric_drop > 0 else None
         if step is not None:
             causes.append("step")
-        if not causes or self.since_alarm < self.cooldown:
+        if not causes or (self.since_alarm < self.cooldown and not self._new_step(model, step)):
             return None
         self.since_alarm = 0
         self.alarms += 1
+        model.alarm_at = model.observed
         since = step.at if step is not None else 0 if early_drop else None
         if since is not None and model.pairs is not None:  # look for the interim answer from here on
             model.change_seen = model.paired - model.pairs.filled + since
@@ -363,6 +367,15 @@ class DriftMonitor:
         model.change_seen = None
         return model.version, found
 
+    @staticmethod
+    def _new_step(model: _Model, step: Change | None) -> bool:
+        """A step up in the error that starts after this model's last alarm: a change of the world
+        the alarm cannot have been about (it may have been a false one, on a noisy live metric), so
+        the cooldown does not hold it back."""
+        if step is None or model.live is None:
+            return False
+        return model.alarm_at is None or model.observed - model.live.filled + step.at >= model.alarm_at
+
     def _early_drop(self, model: _Model) -> float | None:
         """Before the window is full: the live metric so far, if its error is more than
         ``metric_drop`` worse than the holdout's, by ``Z`` standard errors; else None."""
@@ -400,6 +413,7 @@ class DriftMonitor:
         if not len(scored):
             return
         model.live.push(scored.reshape(-1, 1))
+        model.observed += len(scored)
         model.live_sum = float(model.live.rows[: model.live.filled].sum())  # exact, not a running sum
 
 

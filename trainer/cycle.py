@@ -167,6 +167,7 @@ class CycleRunner:
         self.progress = progress
         self.should_stop = should_stop or (lambda: False)
         self.preempt: Callable[[], bool] = lambda: False  # set per cycle by the service (a drift request waits)
+        self._preemptible = True  # this cycle gives way to a drift request (see run)
         self.observations = ObservationLog(settings)
         self._base: BaseData | None = None
         self._change_time: float | None = None  # observed_at of the first row after the latest change found
@@ -179,7 +180,11 @@ class CycleRunner:
         try:
             experiment_id = experiment_id or self.store.experiment_id()  # an unreachable store fails here, first
             self._base = base = load_base(settings, self._base)
+            self._preemptible = batch.reason != "drift"
             refresh, data, observations = self._read(base, expect_change=batch.error_rose)
+            # A drift cycle that found no change gives way to the next drift request: that one may be
+            # about a change that came after this cycle's alarm (which may have been a false one).
+            self._preemptible = batch.reason != "drift" or data.change is None
             new_world = self._new_world_only(base, data, observations)
             run = CycleRun.start(self.store, experiment_id, f"cycle-{batch.reason}", self._tags(batch, data, refresh))
         except BaseException:
@@ -634,13 +639,13 @@ class CycleRunner:
 
     def _give_way(self, when: str) -> NoReturn:
         """End the cycle unpublished (what a fast refit crowned stays): for the trainer's stop, or
-        for a drift request waiting behind this count cycle."""
+        for a drift request waiting behind this count cycle (or drift cycle without a change)."""
         if not self.should_stop():
             raise CyclePreempted(f"preempted by a drift request {when}")
         raise CycleAborted(f"stopped {when}")
 
     def _stop_search(self) -> bool:
-        return self.should_stop() or self.preempt()
+        return self.should_stop() or (self._preemptible and self.preempt())
 
     def _candidate(
         self, context: _Context, params: dict[str, Any], rounds: int, cv_loss: float, kind: str

@@ -265,11 +265,12 @@ class Trainer:
         return result
 
     def _drift_watch(self, batch: RetrainBatch) -> Callable[[], bool]:
-        """For a count (or manual) cycle answering retrain offsets: a check, at most every
-        ``PREEMPT_CHECK_EVERY`` seconds, of whether a drift request has arrived behind the batch
-        (each look reads only the requests that arrived since the last). A drift cycle is never
-        preempted."""
-        if batch.reason == "drift" or not batch.next_offsets:
+        """For a cycle answering retrain offsets: a check, at most every ``PREEMPT_CHECK_EVERY``
+        seconds, of whether a drift request has arrived behind the batch (each look reads only the
+        requests that arrived since the last). The runner asks it in a count (or manual) cycle, and
+        in a drift cycle that found no change of the world (a false alarm, or a drift of the inputs
+        alone); never in one that trains on the rows after a change."""
+        if not batch.next_offsets:
             return lambda: False
         last = 0.0  # the first look is at once: the request may be there already
         seen = dict(batch.next_offsets)  # per partition: the first offset not looked at yet

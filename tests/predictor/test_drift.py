@@ -278,3 +278,26 @@ def test_after_a_step_alarm_the_monitor_finds_the_interim_answer_the_labels_sinc
         alarms = feed(noisy, "1", bundle, changed[start : start + 50], batch=50)
         looked.append(noisy.interim())
     assert noisy.alarms == 1 and looked == [None] * len(looked)
+
+
+def test_a_step_that_starts_after_an_alarm_is_not_held_back_by_the_cooldown(bundle: ModelBundle) -> None:
+    """A first alarm (here the early verdict on a model whose labels a quarter of the time say
+    otherwise) starts the cooldown; a change of the world after it (every label flips) is a step
+    that alarm cannot have been about: it raises a second alarm at once, and only one."""
+    noisy = synthetic_frame(600, seed=24)
+    flip = np.random.default_rng(4).random(len(noisy)) < 0.25
+    noisy["y"] = np.where(flip, np.where(noisy.y == "yes", "no", "yes"), noisy.y)
+    monitor = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=10_000)
+    first = feed(monitor, "2", bundle, noisy, batch=50)
+    assert [a.causes for a in first] == [("metric",)]
+    flipped = synthetic_frame(400, seed=26)
+    flipped["y"] = np.where(flipped.y == "yes", "no", "yes")
+    second = feed(monitor, "2", bundle, flipped, batch=50)
+    assert len(second) == 1 and "step" in second[0].causes, second
+    assert second[0].step is not None and second[0].step.at >= 550  # after the first alarm, in the window
+    quiet = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=10_000)
+    assert [a.causes for a in feed(quiet, "2", bundle, noisy, batch=50)] == [("metric",)]
+    more = synthetic_frame(400, seed=27)  # the same world as before: no step, and the cooldown holds
+    again = np.random.default_rng(5).random(len(more)) < 0.25
+    more["y"] = np.where(again, np.where(more.y == "yes", "no", "yes"), more.y)
+    assert feed(quiet, "2", bundle, more, batch=50) == []

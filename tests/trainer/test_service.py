@@ -65,21 +65,26 @@ def searching(settings: Settings, store: ModelStore, timeout: float) -> Iterator
         assert not worker.is_alive()
 
 
-def test_a_drift_request_preempts_a_count_cycle_and_is_served_first(trainer_settings: TrainerSettings) -> None:
+@pytest.mark.parametrize("first", ["count", "drift"])
+def test_a_drift_request_preempts_a_count_cycle_and_is_served_first(
+    trainer_settings: TrainerSettings, first: str
+) -> None:
     """A count cycle in a long search gives way to a drift request: it stops within its running
-    trial, unpublished and uncommitted, and one drift cycle then answers both requests."""
+    trial, unpublished and uncommitted, and one drift cycle then answers both requests. So does a
+    drift cycle that found no change of the world (there are no observations here): the next drift
+    request may be about a change after its alarm."""
     settings = trainer_settings(trials=500, time_budget=20.0)
     ensure_topics(settings)
-    send_retrain(settings, reason="count")
+    send_retrain(settings, reason=first)
     store = ModelStore(settings)
     with searching(settings, store, timeout=150) as trainer:
         send_retrain(settings, reason="drift")
         wait_for(lambda: committed(settings, group_id(settings)) == 2, 120, "both requests committed")
     assert trainer.cycles == 1
-    first, second = sorted(cycle_runs(store), key=lambda r: r.info.start_time)
-    assert first.info.status == "KILLED" and first.data.tags["streamfit.state"] == "preempted"
-    assert first.data.tags["streamfit.reason"] == "count"
-    assert len(child_runs(store, first.info.run_id)) < 500  # it did not finish its search
+    preempted, second = sorted(cycle_runs(store), key=lambda r: r.info.start_time)
+    assert preempted.info.status == "KILLED" and preempted.data.tags["streamfit.state"] == "preempted"
+    assert preempted.data.tags["streamfit.reason"] == first
+    assert len(child_runs(store, preempted.info.run_id)) < 500  # it did not finish its search
     assert second.data.tags["streamfit.reason"] == "drift" and second.data.tags["streamfit.requests"] == "2"
     assert second.data.tags["streamfit.state"] in ("promoted", "rejected")
 
