@@ -11,8 +11,9 @@ model under label shift, as black-box shift estimation uses it: Lipton, Wang and
 arXiv:1802.03916).
 
 A model answer is remapped only when it was given at least ``MIN_ANSWERS`` times since the change
-and another class followed it more often than itself by ``Z`` standard errors of a sign test, so a
-stream whose concept did not move (or moved where the old answers say nothing) is served as before.
+and another class followed it ``MIN_FOLLOWED`` times at least, more often than itself by ``Z``
+standard errors of a sign test, so a stream whose concept did not move (or moved where the old
+answers say nothing) is served as before.
 The drift monitor looks for it from the alarm on, every 10 observations, for 500 at most. The
 correction belongs to one model version and ends when another version swaps in, or after
 ``LIFETIME`` seconds (the trainer waits at most 30 s for the rows of the new world). The score sent
@@ -32,6 +33,7 @@ from typing import Any, Final
 import numpy as np
 
 MIN_ANSWERS: Final = 20  # times the model gave an answer since the change before it can be remapped
+MIN_FOLLOWED: Final = 10  # ... and times the class served instead followed it (several classes: 4 of 22 is no rule)
 # Sign test: another class must follow that answer this many standard errors more often than itself
 # (one-sided 98% for one answer; the alarm has already said the error rose).
 Z: Final = 2.0
@@ -59,7 +61,7 @@ def remaps(pairs: np.ndarray, classes: int, binary: bool) -> dict[int, Remap]:
             continue
         best = int(np.argmax(counts[answer]))
         better, kept = int(counts[answer, best]), int(counts[answer, answer])
-        if best == answer or (better - kept) < Z * math.sqrt(better + kept):
+        if best == answer or better < MIN_FOLLOWED or (better - kept) < Z * math.sqrt(better + kept):
             continue
         score = counts[answer, 1] / given if binary else better / given
         out[answer] = Remap(best, float(score), better, given)
