@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             requests = Requests()
             champion = b.train_champion()
             log.info("champion trained (version %s)", champion.version)
-            for name in ("seed", "predictor", EXACTLY_ONCE, "rss"):
+            for name in ("seed", "predictor", EXACTLY_ONCE, FAST, "rss"):
                 if name in services:
                     b.publish(services[name].settings, champion)
             for service in services.values():  # nothing is measured while another system still starts
