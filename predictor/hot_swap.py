@@ -15,10 +15,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +78,10 @@ class HotSwap:
         self.compile = compile  # None: LightGBM serves every model
         self.current: LoadedModel | None = None  # the one reference the serving loop reads
         self._lock = threading.Lock()  # the follower swaps, the compiler upgrades: one at a time
-        self._compiler = ThreadPoolExecutor(1, thread_name_prefix="streamfit-compile") if compile else None
+        # One daemon thread compiles, the newest model first: a stop never waits for a compile.
+        self._to_compile: queue.Queue[tuple[LoadedModel, Sequence[Mapping[str, Any]]] | None] = queue.Queue()
+        if compile is not None:
+            threading.Thread(target=self._compile_loop, name="streamfit-compile", daemon=True).start()
 
     def apply(self, reload: ModelReload) -> Outcome:
         current = self.current
@@ -118,8 +121,8 @@ class HotSwap:
             reload.model_name, reload.version, current.version if current else "none", len(rows),
             time.perf_counter() - started,
         )  # fmt: skip
-        if self._compiler is not None:
-            self._compiler.submit(self._upgrade, loaded, rows)
+        if self.compile is not None:
+            self._to_compile.put((loaded, rows))
         return Outcome.SWAPPED
 
     def _upgrade(self, loaded: LoadedModel, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -151,9 +154,15 @@ class HotSwap:
         self.metrics.compile_failures.inc()
         log.warning("version %s keeps serving through LightGBM: %s", loaded.version, why)
 
+    def _compile_loop(self) -> None:
+        while (item := self._to_compile.get()) is not None:
+            while not self._to_compile.empty():  # only the newest model can still serve
+                if (item := self._to_compile.get()) is None:
+                    return
+            self._upgrade(*item)
+
     def close(self) -> None:
-        if self._compiler is not None:
-            self._compiler.shutdown(wait=False, cancel_futures=True)
+        self._to_compile.put(None)
 
     def _refuse(self, reload: ModelReload, reason: str, detail: str) -> Outcome:
         self.metrics.swap_failures.labels(reason).inc()

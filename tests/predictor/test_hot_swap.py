@@ -143,9 +143,10 @@ class GatedCompiler:
     """Real compiled trees (lleaves), held back until the test opens the gate."""
 
     def __init__(self, cache: Path) -> None:
-        self.cache, self.gate, self.compiled = cache, threading.Event(), 0
+        self.cache, self.gate, self.started, self.compiled = cache, threading.Event(), 0, 0
 
     def __call__(self, booster: lgb.Booster) -> CompiledTrees:
+        self.started += 1
         assert self.gate.wait(30), "the test never opened the gate"
         self.compiled += 1
         return compile_trees(booster, self.cache)
@@ -181,6 +182,7 @@ def test_a_model_compiled_after_a_newer_one_swapped_in_is_dropped(store: Store, 
     swap = HotSwap(store.fetch, metrics, sample=lambda: [features(i) for i in range(8)], compile=compiler)
     try:
         assert swap.apply(reload("1")) is Outcome.SWAPPED
+        wait_for(lambda: compiler.started == 1, what="version 1 compiling")
         assert swap.apply(reload("2")) is Outcome.SWAPPED  # while version 1 still compiles
         compiler.gate.set()
         wait_for(lambda: compiler.compiled == 2 and swap.current is not None and swap.current.compiled is not None,
