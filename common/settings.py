@@ -117,8 +117,8 @@ class Settings(BaseSettings):
     compiled_trees: bool = _field(
         False,
         "Predict through the model's trees compiled to native code (lleaves; pip install 'streamfit[fast]'): "
-        "several times faster per batch; each model serves through LightGBM until its compiled twin is "
-        "ready and predicts the same.",
+        "the prediction itself several times faster; each model serves through LightGBM until its compiled "
+        "twin is ready and predicts the same.",
         "predictor",
     )
     missing_features: Literal["reject", "impute"] = _field(
