@@ -15,7 +15,6 @@ restarted on the same host loads instead of recompiling.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import platform
 import time
@@ -28,8 +27,6 @@ import lightgbm as lgb
 import numpy as np
 
 from common.errors import BundleError, ConfigError
-
-log = logging.getLogger(__name__)
 
 CACHE_DIR = Path.home() / ".cache" / "streamfit" / "compiled"
 SCORE_TOLERANCE = 1e-9  # lleaves sums the same doubles in another order: 1e-16 apart on models seen here

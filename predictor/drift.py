@@ -152,8 +152,7 @@ class _Model:
     pairs: _Ring | None = None  # classes: (model answer, label) as class indices, in step with ``live``
     class_index: dict[str | None, int] = field(default_factory=dict)
     classes: int = 0
-    paired: int = 0  # pairs pushed since this model started serving
-    change_seen: int | None = None  # the pair where an alarm placed the change (counted as ``paired``)
+    change_seen: int | None = None  # the observation where an alarm placed the change (counted as ``observed``)
     interim_tried: int = 0  # pairs after the change when the interim answer was last looked for
     observed: int = 0  # observations scored since this model started serving
     alarm_at: int | None = None  # ``observed`` when this model's last alarm was raised
@@ -226,7 +225,7 @@ class DriftMonitor:
         model.alarm_at = model.observed
         since = step.at if step is not None else 0 if early_drop else None
         if since is not None and model.pairs is not None:  # look for the interim answer from here on
-            model.change_seen = model.paired - model.pairs.filled + since
+            model.change_seen, model.interim_tried = model.observed - model.pairs.filled + since, 0
         psi = model.psi if model.psi is not None else np.zeros(0)
         order = np.argsort(psi)[::-1][:TOP_FEATURES]
         return Alarm(
@@ -354,7 +353,7 @@ class DriftMonitor:
         if model is None or model.change_seen is None or model.pairs is None:
             return None
         self._fold_outcomes(model)  # the observations since check(): this wants every one
-        since = model.paired - model.change_seen
+        since = model.observed - model.change_seen
         if since > INTERIM_SEARCH or since > model.pairs.filled:
             model.change_seen = None  # a retrained model should have come by now
             return None
@@ -408,7 +407,6 @@ class DriftMonitor:
             if model.pairs is not None and mine:
                 index = model.class_index
                 model.pairs.push(np.array([(index.get(key(p), -1), index.get(key(y), -1)) for p, y in mine]))
-                model.paired += len(mine)
         scored = np.array([v for v in values if v is not None], dtype=np.float64)
         if not len(scored):
             return
