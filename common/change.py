@@ -46,17 +46,21 @@ class Change:
         )
 
 
-def step_up(errors: np.ndarray, *, absolute: float, relative: float, z: float, min_segment: int) -> Change | None:
-    """The most significant single step up in ``errors``, if it is significant and large enough."""
+def step_up(
+    errors: np.ndarray, *, absolute: float, relative: float, z: float, min_segment: int, min_after: int | None = None
+) -> Change | None:
+    """The most significant single step up in ``errors``, if it is significant and large enough, with
+    ``min_segment`` rows before it and ``min_after`` (``min_segment`` unless given) after it."""
     n = len(errors)
-    if n < 2 * min_segment:
+    after_rows = min_segment if min_after is None else min_after
+    if n < min_segment + after_rows:
         return None
     sd = float(np.std(errors))
     if not sd > 0:
         return None
     cumulative = np.cumsum(errors)
     total = cumulative[-1]
-    t = np.arange(min_segment, n - min_segment + 1)  # the split: errors[:t] before, errors[t:] after
+    t = np.arange(min_segment, n - after_rows + 1)  # the split: errors[:t] before, errors[t:] after
     before = cumulative[t - 1] / t
     after = (total - cumulative[t - 1]) / (n - t)
     score = (after - before) / (sd * np.sqrt(1.0 / t + 1.0 / (n - t)))
@@ -76,9 +80,11 @@ def latest_change(
     min_segment: int = MIN_SEGMENT,
     min_step: float = MIN_STEP,
     relative_step: float = RELATIVE_STEP,
+    min_after: int | None = None,
 ) -> Change | None:
     """The latest significant step up in the served error of ``errors`` (time order; NaN = unknown,
-    left out of the test), as an index into ``errors``; None when there is none."""
+    left out of the test), as an index into ``errors``; None when there is none. ``min_after``: the
+    fewest rows after a step (``min_segment`` unless given; fewer find a large step sooner)."""
     errors = np.asarray(errors, dtype=np.float64)
     known = np.flatnonzero(~np.isnan(errors))
     series = errors[known]
@@ -86,7 +92,8 @@ def latest_change(
     found: Change | None = None
     offset = 0
     while True:
-        change = step_up(series[offset:], absolute=absolute, relative=relative_step, z=z, min_segment=min_segment)
+        change = step_up(series[offset:], absolute=absolute, relative=relative_step, z=z, min_segment=min_segment,
+                         min_after=min_after)  # fmt: skip
         if change is None:
             break
         found = Change(offset + change.at, change.before, change.after, change.z)

@@ -9,9 +9,10 @@ Four checks, against the reference profile in the model's bundle (``common.profi
 
 - **a step in the live error**: the served error of this model's joined observations, in time
   order, scanned for a significant step up (``common.change``, the test the trainer uses to find
-  where its training window starts). It needs no full window: an abrupt concept change that
-  moves the error by more than a few points is found within about a hundred observations, where
-  the window's mean takes several hundred to fall ``drift_metric_drop`` below the holdout's.
+  where its training window starts, with ``STEP_MIN_AFTER`` rows after the step where the trainer
+  wants 50). It needs no full window: an abrupt concept change that moves the error by more than a
+  few points is found within a few dozen to a hundred observations, where the window's mean takes
+  several hundred to fall ``drift_metric_drop`` below the holdout's.
 
 - **an early verdict on the live metric**: before the window is full, the live error of this
   model's observations so far is tested against the error its holdout promised. A model swapped in
@@ -28,7 +29,7 @@ with reason ``drift`` and the features that moved most.
 
 Cost on the serving path: per batch, a reference to the matrix the model already read is kept,
 and per joined observation one tuple is appended to a list. Every ``CHECK_EVERY`` requests (or
-observations) the kept matrices are binned at once (a handful of numpy calls, whatever the number
+``STEP_EVERY`` observations) the kept matrices are binned at once (a handful of numpy calls, whatever the number
 of features), counted into the window with ``bincount``, the observations scored, and the PSI
 evaluated as one vectorised expression. No Python loop runs over rows except the scoring of
 joined observations (one comparison each). The verdict therefore lags by at most ``CHECK_EVERY``
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -53,14 +55,19 @@ from common.bundle import ModelBundle
 from common.change import MIN_SEGMENT, Change, Z, latest_change
 from common.pipeline import category_key
 from common.profile import PSI_FLOOR, ReferenceProfile
-from predictor.interim import Remap, remaps
+from predictor.interim import MIN_ROWS as INTERIM_MIN_ROWS
+from predictor.interim import Rows
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY: Final = 50  # served requests (or joined observations) between two evaluations
+CHECK_EVERY: Final = 50  # served requests between two evaluations
+STEP_EVERY: Final = 10  # ... or joined observations: a step in the error is found this much sooner
+# Observations after a step in the live error before it can be found (the trainer's scan wants
+# ``MIN_SEGMENT``). The step must still pass ``Z`` standard errors: a jump from 2% to 80% error
+# passes with 20 rows after it, one from 2% to 13% needs about a hundred.
+STEP_MIN_AFTER: Final = 20
 TOP_FEATURES: Final = 3
-INTERIM_SEARCH: Final = 500  # observations after a change within which an interim answer is looked for
-INTERIM_EVERY: Final = 10  # ... looked for again after this many more (a count over at most 500 pairs)
+INTERIM_EVERY: Final = 10  # observations after which the interim model is fitted again (or a quarter more)
 
 
 @dataclass(frozen=True)
@@ -150,10 +157,11 @@ class _Model:
     live: _Ring | None = None
     live_sum: float = 0.0
     pairs: _Ring | None = None  # classes: (model answer, label) as class indices, in step with ``live``
+    features: deque[Mapping[str, Any]] = field(default_factory=deque)  # classes: the requests, in step with ``pairs``
     class_index: dict[str | None, int] = field(default_factory=dict)
     classes: int = 0
     change_seen: int | None = None  # the observation where an alarm placed the change (counted as ``observed``)
-    interim_tried: int = 0  # pairs after the change when the interim answer was last looked for
+    interim_tried: int = 0  # pairs after the change when the rows were last offered for an interim model
     observed: int = 0  # observations scored since this model started serving
     alarm_at: int | None = None  # ``observed`` when this model's last alarm was raised
     since_check: int = 0
@@ -170,7 +178,8 @@ class DriftMonitor:
         self.psi_threshold = psi_threshold
         self.metric_drop = metric_drop
         self.cooldown = cooldown
-        self.outcomes: list[tuple[str, Any, Any]] = []  # (model version, prediction, label), filled by the service
+        # (model version, prediction, label, the request's features), filled by the service
+        self.outcomes: list[tuple[str, Any, Any, Mapping[str, Any]]] = []
         self.since_alarm = cooldown  # the first alarm needs no wait
         self.alarms = 0
         self._model: _Model | None = None
@@ -193,7 +202,7 @@ class DriftMonitor:
         if model is None:
             self.outcomes.clear()
             return None
-        if model.since_check < CHECK_EVERY and len(self.outcomes) < CHECK_EVERY:
+        if model.since_check < CHECK_EVERY and len(self.outcomes) < STEP_EVERY:
             return None  # little new evidence: the verdict cannot have changed much
         model.since_check = 0
         self._fold_requests(model)
@@ -224,7 +233,7 @@ class DriftMonitor:
         self.alarms += 1
         model.alarm_at = model.observed
         since = step.at if step is not None else 0 if early_drop else None
-        if since is not None and model.pairs is not None:  # look for the interim answer from here on
+        if since is not None and model.pairs is not None:  # offer the rows from here on for an interim model
             model.change_seen, model.interim_tried = model.observed - model.pairs.filled + since, 0
         psi = model.psi if model.psi is not None else np.zeros(0)
         order = np.argsort(psi)[::-1][:TOP_FEATURES]
@@ -311,6 +320,7 @@ class DriftMonitor:
             if not regression:
                 classes = bundle.pipeline.classes
                 model.pairs, model.classes = _Ring(self.window, 2, np.int32), len(classes)
+                model.features = deque(maxlen=self.window)
                 model.class_index = {category_key(c): i for i, c in enumerate(classes)}
         self._model = model
         return model
@@ -335,36 +345,38 @@ class DriftMonitor:
 
     def _step(self, model: _Model) -> Change | None:
         """A significant step up in this model's live error (time order), if there is one."""
-        if model.live is None or model.live.filled < 2 * MIN_SEGMENT:
+        if model.live is None or model.live.filled < MIN_SEGMENT + STEP_MIN_AFTER:
             return None
         values = model.live.ordered()[:, 0]
         errors = values if model.regression else 1.0 - values
-        return latest_change(errors, not model.regression)
+        return latest_change(errors, not model.regression, min_after=STEP_MIN_AFTER)
 
-    def interim(self) -> tuple[str, dict[int, Remap]] | None:
+    def interim(self) -> Rows | None:
         """After an alarm that placed the change (a step, or a model that served only after it): the
-        interim answer (``predictor.interim``) of the serving model, once the labels since the change
-        support one; each model gets at most one, found within ``INTERIM_SEARCH`` observations of the
-        change. The service asks after every ``check``; it is evaluated every ``INTERIM_EVERY``
-        observations (the alarm fires as soon as the change is clear, often with a few dozen rows
-        after it, and the scan places it at least ``MIN_SEGMENT`` rows back: a few more rows make
-        the new world's share of the counted pairs large enough)."""
+        serving model's labelled observations since the change, for an interim model
+        (``predictor.interim``), from ``INTERIM_MIN_ROWS`` of them on and again each time another
+        ``INTERIM_EVERY`` (or a quarter more) have come, while the change is inside the window. The
+        service asks between two batches when it is not fitting one already. The alarm fires as soon
+        as the change is clear, and the scan places the change itself a few rows back: the rows
+        counted from there are the new world's."""
         model = self._model
         if model is None or model.change_seen is None or model.pairs is None:
             return None
         self._fold_outcomes(model)  # the observations since check(): this wants every one
+        if model.live is not None and (step := self._step(model)) is not None:
+            # Found again with more rows after it: an alarm on the first few rows of a new world
+            # places the change up to ``STEP_MIN_AFTER`` rows early.
+            model.change_seen = max(model.change_seen, model.observed - model.live.filled + step.at)
         since = model.observed - model.change_seen
-        if since > INTERIM_SEARCH or since > model.pairs.filled:
-            model.change_seen = None  # a retrained model should have come by now
+        if since > model.pairs.filled:
+            model.change_seen = None  # the change has left the window; a retrained model should serve by now
             return None
-        if since - model.interim_tried < INTERIM_EVERY and model.interim_tried:
+        if since < INTERIM_MIN_ROWS or since < model.interim_tried + max(INTERIM_EVERY, model.interim_tried // 4):
             return None
         model.interim_tried = since
-        found = remaps(model.pairs.ordered()[model.pairs.filled - since :], model.classes, model.classes == 2)
-        if not found:
-            return None
-        model.change_seen = None
-        return model.version, found
+        pairs = model.pairs.ordered()[model.pairs.filled - since :]
+        features = list(model.features)[len(model.features) - since :]
+        return Rows(model.version, features, pairs[:, 1], pairs[:, 0])
 
     @staticmethod
     def _new_step(model: _Model, step: Change | None) -> bool:
@@ -399,14 +411,15 @@ class DriftMonitor:
             return
         version = model.version
         if model.regression:
-            values = [_error(p, y) for v, p, y in outcomes if v == version]
+            values = [_error(p, y) for v, p, y, _ in outcomes if v == version]
         else:
             key = category_key
-            mine = [(p, y) for v, p, y in outcomes if v == version]
-            values = [1.0 if (p == y and type(p) is type(y)) or key(p) == key(y) else 0.0 for p, y in mine]
+            mine = [(p, y, f) for v, p, y, f in outcomes if v == version]
+            values = [1.0 if (p == y and type(p) is type(y)) or key(p) == key(y) else 0.0 for p, y, _ in mine]
             if model.pairs is not None and mine:
                 index = model.class_index
-                model.pairs.push(np.array([(index.get(key(p), -1), index.get(key(y), -1)) for p, y in mine]))
+                model.pairs.push(np.array([(index.get(key(p), -1), index.get(key(y), -1)) for p, y, _ in mine]))
+                model.features.extend(f for _, _, f in mine)
         scored = np.array([v for v in values if v is not None], dtype=np.float64)
         if not len(scored):
             return

@@ -12,11 +12,13 @@ joined only then, so a replica without a model holds no partitions).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
@@ -37,7 +39,7 @@ from predictor.encoding import observation_json, prediction_json
 from predictor.hot_swap import HotSwap, LoadedModel
 from predictor.intake import Intake, Reader
 from predictor.interim import LIFETIME as INTERIM_LIFETIME
-from predictor.interim import Correction, Remap
+from predictor.interim import InterimModel, learn
 from predictor.label_join import NO_LABEL, LabelJoin, Served
 from predictor.metrics import PredictorMetrics
 from predictor.model_follower import ModelFollower
@@ -112,7 +114,9 @@ class Predictor:
         self._same_partition = False  # answers go to their request's partition number (see _predict)
         self._counts: dict[str, int] = {}  # partitions of each topic, from ensure_topics
         self._dead_log = ThrottledLog(log, logging.WARNING, 10.0)
-        self._interim: Correction | None = None  # the interim answer after a drift alarm (predictor.interim)
+        self._interim: InterimModel | None = None  # the interim answer after a drift alarm (predictor.interim)
+        self._learning: Future[InterimModel | None] | None = None  # an interim model being fitted
+        self._learner = ThreadPoolExecutor(1, thread_name_prefix="streamfit-interim")
         self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
     # --- public surface ---------------------------------------------------------------------------
@@ -162,6 +166,7 @@ class Predictor:
                 self._follower = ModelFollower(self.settings, self.swap, self.metrics).start()
                 stack.callback(self._follower.stop)
                 stack.callback(self.swap.close)
+                stack.callback(self._learner.shutdown, wait=False, cancel_futures=True)
                 producer = self._open_producer()
                 stack.callback(producer.close, timeout=5)
                 consumer = make_consumer(
@@ -213,10 +218,12 @@ class Predictor:
                 settings.batch_size, POLL_WAIT_MS, settings.batch_timeout_ms,
             )  # fmt: skip
             self._track_assignment(consumer)
-            if not batch.records:
-                continue
             model = self.swap.current  # read once per batch, after the poll: a swap falls between batches
             assert model is not None  # models are only ever replaced, never removed
+            if self.settings.interim_answers:
+                self._interim_answer(model)
+            if not batch.records:
+                continue
             if reader is None or reader.pipeline is not model.pipeline:
                 reader = Reader(model.pipeline, topics["requests"], topics["labels"],
                                 settings.missing_features == "reject", settings.max_message_bytes)  # fmt: skip
@@ -239,8 +246,6 @@ class Predictor:
         if alarm := self.drift.check():
             self._signal_drift(alarm, outputs)
             self.retrain.drifted()
-        if self.settings.interim_answers and (interim := self.drift.interim()) is not None:
-            self._start_interim(model, *interim)
         if not self._deliver(outputs, batch, consumer, producer):
             self.join.rollback()
             self.retrain.restore(retrain_state)
@@ -265,9 +270,9 @@ class Predictor:
         pipeline, bundle = model.pipeline, model.bundle
         matrix = pipeline.transform(intake.features)
         raw = model.predict_matrix(matrix, 1 if len(ids) <= PARALLEL_PREDICT_ROWS else 0)
-        predictions, scores = pipeline.decode(raw)
         if self._interim is not None and self._interim.active(model.version):
-            predictions, scores = self._interim.apply(predictions, scores)
+            raw = self._interim.predict(matrix, raw)
+        predictions, scores = pipeline.decode(raw)
         self.metrics.predict_seconds.observe(time.perf_counter() - started)
         self.drift.requests(model.version, bundle, matrix)
         self.served_sample.sample(ids[0], matrix)
@@ -291,7 +296,7 @@ class Predictor:
                 request_id, features[i], label, prediction, score, version, at, take_served(request_id, None)
             )
             append((observations_topic, key, observation, partition))
-            outcome((version, prediction, label))
+            outcome((version, prediction, label, features[i]))
             observations += 1
         return observations
 
@@ -311,7 +316,7 @@ class Predictor:
                 take_served(request_id, None),
             )  # fmt: skip
             outputs.append((topic, request_id.encode(), value, partition if same_partition else None))
-            outcome((entry.model_version, entry.prediction, label))
+            outcome((entry.model_version, entry.prediction, label, entry.features))
             joined += 1
         return joined
 
@@ -348,18 +353,41 @@ class Predictor:
         log.warning("drift under model %s version %s: %s; retrain requested", self.settings.model_name,
                     alarm.model_version, alarm.describe())  # fmt: skip
 
-    def _start_interim(self, model: LoadedModel, version: str, remaps: dict[int, Remap]) -> None:
-        """One interim answer per model version at most: once it serves, the labels the drift monitor
-        pairs are with corrected answers, and a second correction would be read off those."""
-        if model.version != version or (self._interim is not None and self._interim.version == version):
+    def _interim_answer(self, model: LoadedModel) -> None:
+        """Between two batches: take the interim model fitted since the last one (if it is for the
+        serving version), and hand the drift monitor's newest rows since a change to the fitting
+        thread when it is idle. The fit (a few LightGBM models on a few hundred rows, tens of
+        milliseconds) never holds up a batch."""
+        job = self._learning
+        if job is not None:
+            if not job.done():
+                return
+            self._learning = None
+            try:
+                fitted = job.result()
+            except Exception:  # a fit that fails leaves the old answers served
+                log.exception("fitting an interim model failed; version %s serves as it is", model.version)
+                fitted = None
+            if fitted is not None and fitted.version == model.version:
+                self._adopt_interim(fitted)
+        rows = self.drift.interim()
+        if rows is None or rows.version != model.version:
             return
-        self._interim = Correction(version, model.pipeline.classes, remaps, time.monotonic() + INTERIM_LIFETIME)
-        self.metrics.interim_corrections.inc()
-        log.warning("until a model trained after the change swaps in (at most %.0fs), version %s's answers are "
-                    "served as the labels since the change say they stand for: %s", INTERIM_LIFETIME, version,
-                    self._interim.describe())  # fmt: skip
+        serving = self._interim is not None and self._interim.active(model.version)
+        predict = functools.partial(model.predict_matrix, num_threads=1)
+        self._learning = self._learner.submit(learn, model.pipeline, predict, rows, serving=serving)
 
-    # --- delivery ---------------------------------------------------------------------------------
+    def _adopt_interim(self, fitted: InterimModel) -> None:
+        first = self._interim is None or self._interim.version != fitted.version
+        self._interim = fitted
+        if first:
+            self.metrics.interim_corrections.inc()
+            log.warning("until a model trained after the change swaps in (or %.0fs after its last fit), version %s "
+                        "answers through a model learnt from the labels since the change: %s", INTERIM_LIFETIME,
+                        fitted.version, fitted.verdict.describe())  # fmt: skip
+        else:
+            log.info("interim model for version %s fitted again: %s", fitted.version, fitted.verdict.describe())
+
     def _deliver(
         self, outputs: list[Output], batch: PolledBatch, consumer: KafkaConsumer, producer: KafkaProducer
     ) -> bool:

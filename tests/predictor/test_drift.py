@@ -21,6 +21,7 @@ from common.pipeline import FeaturePipeline, read_table
 from common.profile import ReferenceProfile
 from common.settings import ADULT_TEST, ADULT_TRAIN
 from predictor.drift import Alarm, DriftMonitor
+from predictor.interim import MIN_ROWS, learn
 from sample_app.drift import apply_drift, plan_drift
 from tests.predictor.conftest import synthetic_frame, train
 from trainer.drift import reference_rows
@@ -33,6 +34,10 @@ def profiled(bundle: ModelBundle, holdout: dict[str, float] | None = None) -> Mo
     return ModelBundle(bundle.booster, bundle.pipeline, {**bundle.meta, "profile": profile.to_dict()})
 
 
+def feed_labels(bundle: ModelBundle, frame: Any) -> list[float]:
+    return bundle.pipeline.encode_labels(frame["y"].tolist()).tolist()
+
+
 def feed(monitor: DriftMonitor, version: str, bundle: ModelBundle, frame: Any, batch: int = 100) -> list[Alarm]:
     """Serve ``frame`` batch by batch, every request labelled at once; the alarms raised."""
     alarms = []
@@ -42,8 +47,8 @@ def feed(monitor: DriftMonitor, version: str, bundle: ModelBundle, frame: Any, b
         matrix = bundle.pipeline.transform(rows[start : start + batch])
         predictions, _ = bundle.pipeline.decode(bundle.predict_matrix(matrix))
         monitor.requests(version, bundle, matrix)
-        answered = zip(predictions, labels[start : start + batch], strict=True)
-        monitor.outcomes.extend((version, p, y) for p, y in answered)
+        answered = zip(predictions, labels[start : start + batch], rows[start : start + batch], strict=True)
+        monitor.outcomes.extend((version, p, y, f) for p, y, f in answered)
         if alarm := monitor.check():
             alarms.append(alarm)
     return alarms
@@ -152,7 +157,7 @@ def test_a_new_model_starts_new_windows_and_old_answers_do_not_count(bundle: Mod
     feed(monitor, "1", bundle, synthetic_frame(400, seed=17))
     assert monitor.served_in_window == 200 and monitor.observed_in_window == 200
     monitor.requests("2", bundle, bundle.pipeline.transform(synthetic_frame(50, seed=18).to_dict("records")))
-    monitor.outcomes.extend(("1", "yes", "no") for _ in range(300))  # labels for answers of version 1
+    monitor.outcomes.extend(("1", "yes", "no", {}) for _ in range(300))  # labels for answers of version 1
     assert monitor.check() is None
     assert monitor.model_version == "2" and monitor.served_in_window == 50 and monitor.observed_in_window == 0
 
@@ -213,7 +218,7 @@ def stream(adult: Adult, count: int, drift_at: int | None, monitor: DriftMonitor
         matrix = pipeline.transform(rows)
         predictions, _ = pipeline.decode(adult.bundle.predict_matrix(matrix))
         monitor.requests("1", adult.bundle, matrix)
-        monitor.outcomes.extend(("1", p, y) for p, y in zip(predictions, labels, strict=True))
+        monitor.outcomes.extend(("1", p, y, f) for p, y, f in zip(predictions, labels, rows, strict=True))
         if monitor.check() is not None:
             yield start + batch
 
@@ -242,42 +247,56 @@ def test_adult_with_the_sample_apps_drift_raises_an_alarm_within_500_requests(ad
     assert alarms and 3000 < alarms[0] <= 3500, alarms
 
 
-def test_after_a_step_alarm_the_monitor_finds_the_interim_answer_the_labels_since_the_change_support(
+def test_after_a_step_alarm_the_monitor_offers_the_rows_since_the_change_for_an_interim_model(
     bundle: ModelBundle,
 ) -> None:
-    """Every label flipped after 1,000 answers: once the step alarm has placed the change, both of
-    the model's answers are remapped to the other class, from the observations after the step alone,
-    and only once per model. Labels that flip a fifth of the time remap nothing; without an alarm
-    nothing is looked for."""
+    """Every label flipped after 1,000 answers: once the step alarm has placed the change, the
+    monitor offers the labelled rows from there on (the new world's alone), from a few dozen on and
+    again as they grow, and an interim model learnt from them answers as the new labels do. Labels
+    that flip a fifth of the time are offered too, and learn nothing that beats the old model;
+    without an alarm nothing is offered."""
     monitor = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=10_000)
     assert feed(monitor, "1", bundle, synthetic_frame(1000, seed=21)) == [] and monitor.interim() is None
     flipped = synthetic_frame(300, seed=22)
     flipped["y"] = np.where(flipped.y == "yes", "no", "yes")
-    found, alarms, found_after = None, [], 0
+    offered, alarms = [], []
     for start in range(0, 300, 10):
         alarms += feed(monitor, "1", bundle, flipped[start : start + 10], batch=10)
-        if found is None and (found := monitor.interim()) is not None:
-            found_after = start + 10
+        if (rows := monitor.interim()) is not None:
+            offered.append((start + 10, rows))
     assert len(alarms) == 1 and "step" in alarms[0].causes
-    assert found is not None and found[0] == "1"
-    # counted from where the error stepped up, not from the alarm's change point 50 rows back
-    assert found_after <= 60, found_after
-    remapped = found[1]
-    assert {answer: r.served for answer, r in remapped.items()} == {0: 1, 1: 0}, remapped
-    assert remapped[0].score > 0.9 and remapped[1].score < 0.1  # the share of positives after each answer
-    assert all(r.followed / r.given > 0.9 for r in remapped.values()) and bundle.pipeline.classes == ("no", "yes")
-    assert monitor.interim() is None  # once
+    first_at, first = offered[0]
+    assert first_at <= 30 and first.version == "1" and len(first.labels) >= MIN_ROWS, (first_at, len(first.labels))
+    # from where the error stepped up (the scan wants 20 rows after a step: with fewer, a few rows
+    # before it), the labels with the answers served, oldest first
+    ordered = feed_labels(bundle, synthetic_frame(1000, seed=21)) + feed_labels(bundle, flipped)
+    end = 1000 + first_at
+    assert first.labels.tolist() == ordered[end - len(first.labels) : end]
+    assert first.features[-1] == flipped.drop(columns=["y"]).iloc[first_at - 1].to_dict()
+    assert len(first.labels) - first_at <= 20 and (first.served != first.labels)[-first_at:].mean() > 0.9
+    # with 20 rows after it the step is placed again, where the labels flipped
+    second_at, second = offered[1]
+    assert len(second.labels) == second_at and (second.served != second.labels).mean() > 0.9
+    sizes = [len(rows.labels) for _, rows in offered]
+    assert sizes == sorted(set(sizes)) and sizes[-1] >= 250, sizes  # offered again as the rows grow
+    model = learn(bundle.pipeline, bundle.predict_matrix, second, serving=False)
+    assert model is not None
+    fresh = synthetic_frame(300, seed=23)
+    matrix = bundle.pipeline.transform(fresh.drop(columns=["y"]).to_dict("records"))
+    served, _ = bundle.pipeline.decode(model.predict(matrix, bundle.predict_matrix(matrix)))
+    assert np.mean(np.array(served) != fresh.y.to_numpy()) > 0.9
 
     noisy = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=10_000)
     assert feed(noisy, "1", bundle, synthetic_frame(1000, seed=21)) == []
     changed = synthetic_frame(400, seed=22)
     flip = np.random.default_rng(3).random(len(changed)) < 0.2
     changed["y"] = np.where(flip, np.where(changed.y == "yes", "no", "yes"), changed.y)
-    looked = []
+    learnt = []
     for start in range(0, 400, 50):
-        alarms = feed(noisy, "1", bundle, changed[start : start + 50], batch=50)
-        looked.append(noisy.interim())
-    assert noisy.alarms == 1 and looked == [None] * len(looked)
+        feed(noisy, "1", bundle, changed[start : start + 50], batch=50)
+        if (rows := noisy.interim()) is not None:
+            learnt.append(learn(bundle.pipeline, bundle.predict_matrix, rows, serving=False))
+    assert noisy.alarms == 1 and learnt and learnt == [None] * len(learnt)
 
 
 def test_a_step_that_starts_after_an_alarm_is_not_held_back_by_the_cooldown(bundle: ModelBundle) -> None:

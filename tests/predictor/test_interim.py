@@ -1,51 +1,111 @@
-"""The interim answer (pure logic): which of the old model's answers are served otherwise after a
-drift alarm, and what is sent with them."""
+"""The interim model (real LightGBM, no broker): learnt from the labels since a change, served only
+where the rows it was not fitted on say it beats the answers served."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import lightgbm as lgb
 import numpy as np
+import pandas as pd
 import pytest
 
-from predictor.interim import MIN_ANSWERS, Correction, Remap, remaps
+from common.bundle import ModelBundle
+from common.pipeline import FeaturePipeline
+from predictor.interim import LIFETIME, MIN_ROWS, Rows, learn
+from tests.predictor.conftest import synthetic_frame, train
 
 
-def pairs(*groups: tuple[int, int, int]) -> np.ndarray:
-    """(model answer, label, times) groups as one array of (answer, label) rows."""
-    return np.array([(a, y) for a, y, times in groups for _ in range(times)], dtype=np.int32).reshape(-1, 2)
+@pytest.fixture(scope="module")
+def old() -> ModelBundle:
+    return train(rounds=30)
 
 
-def test_an_answer_the_labels_now_contradict_is_remapped_with_the_share_of_positives() -> None:
-    found = remaps(pairs((0, 1, 35), (0, 0, 5), (1, 1, 10), (-1, 1, 50), (0, -1, 50)), classes=2, binary=True)
-    assert found == {0: Remap(served=1, score=35 / 40, followed=35, given=40)}  # 1 was given too rarely
-    # two in three: clear after 45 answers (2.2 standard errors), not after 15
-    assert remaps(pairs((0, 1, 30), (0, 0, 15)), 2, True) == {0: Remap(1, 30 / 45, 30, 45)}
-    assert remaps(pairs((0, 1, 10), (0, 0, 5)), 2, True) == {}
+def rows_of(bundle: ModelBundle, frame: pd.DataFrame, labels: list[Any], served: list[Any] | None = None) -> Rows:
+    pipeline = bundle.pipeline
+    features = frame.drop(columns=["y"]).to_dict("records")
+    if served is None:
+        served, _ = pipeline.decode(bundle.predict_matrix(pipeline.transform(features)))
+    return Rows("3", features, pipeline.encode_labels(labels).astype(np.int32),
+                pipeline.encode_labels(served).astype(np.int32))  # fmt: skip
 
 
-def test_noise_a_rare_answer_and_an_unmoved_concept_are_left_alone() -> None:
-    assert remaps(pairs((0, 1, 15), (0, 0, 10)), 2, True) == {}  # more often wrong, but not by 2 sigma
-    assert remaps(pairs((0, 1, MIN_ANSWERS - 1)), 2, True) == {}  # every time wrong, but too few times
-    assert remaps(pairs((0, 0, 90), (0, 1, 10), (1, 1, 80), (1, 0, 20)), 2, True) == {}
-    assert remaps(np.zeros((0, 2), dtype=np.int32), 2, True) == {}
+def answers(bundle: ModelBundle, model: Any, frame: pd.DataFrame) -> list[Any]:
+    matrix = bundle.pipeline.transform(frame.drop(columns=["y"]).to_dict("records"))
+    return bundle.pipeline.decode(model.predict(matrix, bundle.predict_matrix(matrix)))[0]
 
 
-def test_several_classes_serve_the_class_that_followed_most_with_its_share() -> None:
-    found = remaps(pairs((2, 0, 30), (2, 2, 4), (2, 1, 6), (1, 1, 40)), classes=3, binary=False)
-    assert found == {2: Remap(served=0, score=0.75, followed=30, given=40)}
-    # ten classes after a change: 4 of 22 labels behind the best class is no rule, however wrong the answer
-    assert remaps(pairs((5, 0, 4), *((5, c, 2) for c in range(1, 10) if c != 5)), classes=10, binary=False) == {}
+def flip(labels: pd.Series) -> list[str]:
+    return ["no" if y == "yes" else "yes" for y in labels]
 
 
-def test_a_correction_serves_only_its_version_until_it_expires() -> None:
-    correction = Correction("3", ("no", "yes"), {0: Remap(1, 0.875, 35, 40)}, until=100.0)
-    assert correction.apply(["no", "yes", "no"], [0.2, 0.9, 0.4]) == (["yes", "yes", "yes"], [0.875, 0.9, 0.875])
-    assert correction.active("3", now=99.0)
-    assert not correction.active("4", now=99.0) and not correction.active("3", now=100.0)
-    assert "'no' -> 'yes' (35 of 40 labels)" in correction.describe()
+def test_a_flipped_concept_is_learnt_from_a_few_dozen_labels_and_served(old: ModelBundle) -> None:
+    since = synthetic_frame(40, seed=31)
+    model = learn(old.pipeline, old.predict_matrix, rows_of(old, since, flip(since.y)), serving=False, now=0.0)
+    assert model is not None and model.version == "3" and model.until == LIFETIME
+    assert model.verdict.rows == 40 and model.verdict.wins >= 30 and model.verdict.losses <= 3, model.verdict
+    fresh = synthetic_frame(500, seed=32)
+    right = np.mean(np.array(answers(old, model, fresh)) == np.array(flip(fresh.y)))
+    old_right = np.mean(np.array(answers(old, _Identity(), fresh)) == np.array(flip(fresh.y)))
+    assert right > 0.9 and old_right < 0.2, (right, old_right)
+    assert model.active("3", now=LIFETIME - 1) and not model.active("3", now=LIFETIME) and not model.active("4", 1)
 
 
-@pytest.mark.parametrize("classes", [("no", "yes"), (0, 1)])
-def test_an_answer_outside_the_classes_is_passed_through(classes: tuple[object, object]) -> None:
-    correction = Correction("1", classes, {1: Remap(0, 0.1, 30, 30)}, until=float("inf"))
-    assert correction.apply([classes[0], "other"], [0.3, 0.5]) == ([classes[0], "other"], [0.3, 0.5])
-    assert correction.apply([classes[1]], [0.7]) == ([classes[0]], [0.1])
+def test_an_unmoved_concept_noise_and_too_few_rows_keep_the_served_answers(old: ModelBundle) -> None:
+    same = synthetic_frame(300, seed=33)
+    assert learn(old.pipeline, old.predict_matrix, rows_of(old, same, same.y.tolist()), serving=False) is None
+    noisy = synthetic_frame(300, seed=34)
+    flips = np.random.default_rng(5).random(len(noisy)) < 0.2
+    labels = np.where(flips, flip(noisy.y), noisy.y).tolist()
+    assert learn(old.pipeline, old.predict_matrix, rows_of(old, noisy, labels), serving=False) is None
+    few = synthetic_frame(MIN_ROWS - 1, seed=35)
+    assert learn(old.pipeline, old.predict_matrix, rows_of(old, few, flip(few.y)), serving=False) is None
+
+
+def test_a_refit_of_a_serving_model_is_taken_unless_it_loses_to_the_answers_served(old: ModelBundle) -> None:
+    """Rows answered by an interim model that was wrong now and then: a refit on them, as the model
+    serving, replaces it without a clear win; against answers that were all right it loses, and
+    the model serving stays."""
+    since = synthetic_frame(200, seed=36)
+    labels = flip(since.y)
+    wrong = np.random.default_rng(6).random(len(labels)) < 0.1
+    rows = rows_of(old, since, labels, served=np.where(wrong, since.y, labels).tolist())
+    refit = learn(old.pipeline, old.predict_matrix, rows, serving=True)
+    assert refit is not None and refit.verdict.wins >= refit.verdict.losses, refit
+    perfect = rows_of(old, since, labels, served=labels)
+    assert learn(old.pipeline, old.predict_matrix, perfect, serving=True) is None
+    assert learn(old.pipeline, old.predict_matrix, perfect, serving=False) is None
+
+
+def test_several_classes_keep_the_old_models_output_shape() -> None:
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame({"x1": rng.normal(size=600), "x2": rng.normal(size=600)})
+    frame["y"] = np.select([frame.x1 < -0.5, frame.x1 < 0.5], ["low", "mid"], "high")
+    pipeline = FeaturePipeline.fit(frame, "y")
+    data = lgb.Dataset(pipeline.transform_frame(frame), pipeline.encode_labels(frame.y.tolist()))
+    booster = lgb.train({"objective": "multiclass", "num_class": 3, "verbosity": -1, "num_threads": 1}, data, 20)
+    bundle = ModelBundle(booster, pipeline, {})
+    since = frame.iloc[:60].copy()
+    since["y"] = np.select([since.x2 < -0.5, since.x2 < 0.5], ["low", "mid"], "high")  # another rule
+    model = learn(pipeline, bundle.predict_matrix, rows_of(bundle, since, since.y.tolist()), serving=False)
+    assert model is not None
+    matrix = pipeline.transform(frame.drop(columns=["y"]).iloc[300:].to_dict("records"))
+    raw = model.predict(matrix, bundle.predict_matrix(matrix))
+    assert raw.shape == (300, 3)
+    truth = np.select([frame.x2[300:] < -0.5, frame.x2[300:] < 0.5], ["low", "mid"], "high")
+    assert np.mean(np.array(pipeline.decode(raw)[0]) == truth) > 0.8
+
+
+def test_a_number_to_predict_gets_no_interim_model() -> None:
+    frame = pd.DataFrame({"x1": np.arange(100.0), "y": np.arange(100.0) * 2})
+    pipeline = FeaturePipeline.fit(frame, "y")
+    rows = Rows("1", frame[["x1"]].to_dict("records"), np.zeros(100, np.int32), np.zeros(100, np.int32))
+    assert pipeline.task == "regression"
+    assert learn(pipeline, lambda m: m[:, 0], rows, serving=False) is None
+
+
+class _Identity:
+    """Serves the old model's output as it is."""
+
+    def predict(self, matrix: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        return raw
