@@ -110,8 +110,9 @@ class Settings(BaseSettings):
     )
     interim_answers: bool = _field(
         True,
-        "After a drift alarm, until a retrained model swaps in: serve for each of the old model's answers the "
-        "class the labels since the change say it stands for (only where they say so clearly).",
+        "After a drift alarm, until a retrained model swaps in: answer through a small model learnt in the "
+        "predictor from the labels since the change (only where the labels it was not fitted on show it clearly "
+        "beats the answers served).",
         "predictor",
     )
     compiled_trees: bool = _field(

@@ -62,8 +62,8 @@ class PredictorMetrics:
             namespace=ns, registry=r,
         )  # fmt: skip
         self.interim_corrections = Counter(
-            "interim_corrections", "Drift alarms after which answers were served as the newest labels say "
-            "(predictor.interim).", namespace=ns, registry=r,
+            "interim_corrections", "Model versions that answered through an interim model learnt from the "
+            "labels since a change (predictor.interim).", namespace=ns, registry=r,
         )  # fmt: skip
         self.model_version = Gauge(
             "model_version", "Version serving (NaN: none yet, or not a number).", namespace=ns, registry=r
