@@ -21,6 +21,19 @@ def test_an_abrupt_change_is_found_where_it_happened() -> None:
         assert found.before < 0.1 < 0.4 < found.after
 
 
+def test_a_short_burst_after_a_nearly_perfect_model_is_no_change_a_short_jump_is() -> None:
+    """Twenty answers after the step, as the predictor scans: 4 errors after 9 in 980 pass the
+    scan's normal score (7.5 standard errors) but not the exact binomial count; 12 in 20 do."""
+    rng = np.random.default_rng(4)
+    before = np.zeros(980)
+    before[rng.choice(980, 9, replace=False)] = 1.0
+    burst = np.r_[before, np.ones(4), np.zeros(16)]
+    assert latest_change(burst, classification=True, min_after=20) is None
+    jump = np.r_[before, (rng.random(20) < 0.6).astype(float)]
+    found = latest_change(jump, classification=True, min_after=20)
+    assert found is not None and 975 <= found.at <= 985 and found.after > 0.4, found
+
+
 def test_the_change_is_kept_after_a_new_model_brings_the_error_down() -> None:
     # drift at 5,000 served by the old model for 400 rows, then a model of the new world
     found = latest_change(errors((5000, 0.05), (400, 0.5), (3000, 0.06), seed=1), classification=True)
