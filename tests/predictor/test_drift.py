@@ -267,19 +267,20 @@ def test_after_a_step_alarm_the_monitor_offers_the_rows_since_the_change_for_an_
     assert len(alarms) == 1 and "step" in alarms[0].causes
     first_at, first = offered[0]
     assert first_at <= 30 and first.version == "1" and len(first.labels) >= MIN_ROWS, (first_at, len(first.labels))
-    # from where the error stepped up (the scan wants 20 rows after a step: with fewer, a few rows
+    # from where the error stepped up (the scan wants 10 rows after a step: with fewer, a few rows
     # before it), the labels with the answers served, oldest first
     ordered = feed_labels(bundle, synthetic_frame(1000, seed=21)) + feed_labels(bundle, flipped)
     end = 1000 + first_at
     assert first.labels.tolist() == ordered[end - len(first.labels) : end]
     assert first.features[-1] == flipped.drop(columns=["y"]).iloc[first_at - 1].to_dict()
     assert len(first.labels) - first_at <= 20 and (first.served != first.labels)[-first_at:].mean() > 0.9
-    # with 20 rows after it the step is placed again, where the labels flipped
+    # with more rows after it the step is placed again, where the labels flipped
     second_at, second = offered[1]
     assert len(second.labels) == second_at and (second.served != second.labels).mean() > 0.9
     sizes = [len(rows.labels) for _, rows in offered]
     assert sizes == sorted(set(sizes)) and sizes[-1] >= 250, sizes  # offered again as the rows grow
-    model = learn(bundle.pipeline, bundle.predict_matrix, second, serving=False)
+    grown = next(rows for _, rows in offered if len(rows.labels) >= 40)
+    model = learn(bundle.pipeline, bundle.predict_matrix, grown, serving=False)
     assert model is not None
     fresh = synthetic_frame(300, seed=23)
     matrix = bundle.pipeline.transform(fresh.drop(columns=["y"]).to_dict("records"))
