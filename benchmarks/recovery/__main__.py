@@ -47,6 +47,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="gra",
         help="friedman: one global abrupt drift (gra), or three local expanding ones (lea)",
     )
+    s.add_argument(
+        "--functions",
+        type=functions,
+        default=None,
+        metavar="A-B",
+        help="the generator's function (SEA: variant) before and after the drift, e.g. 1-4 "
+        "(default: agrawal 0-2, sea 0-3, sine 0-2, stagger 0-2, mixed 0-1, led 0-7); in --streams, agrawal:1-4",
+    )
     s.add_argument("--csv", type=Path, help="stream csv: a CSV/Parquet file replayed in file order")
     s.add_argument("--target", default=None, help="stream csv: the target column")
     s.add_argument("--demo-drift", action="store_true", help="stream csv: inject the sample app's drift at --drift-at")
@@ -85,7 +93,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="a development run: 12,000 rows, drift at 6,000, base 2,000, 200 requests/s (about 2 minutes)",
     )
     o.add_argument("--suite", action="store_true", help="run every --streams x --seeds and write one report")
-    o.add_argument("--streams", default=",".join(SUITE), help=f"the suite's streams (default {','.join(SUITE)})")
+    o.add_argument(
+        "--streams",
+        default=",".join(SUITE),
+        help=f"the suite's streams, NAME or NAME:A-B for other functions (default {','.join(SUITE)})",
+    )
     o.add_argument("--seeds", default="1", help="the suite's seeds, comma-separated (default 1)")
     o.add_argument(
         "--out",
@@ -101,6 +113,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     o.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
     return p.parse_args(argv)
+
+
+def functions(text: str) -> tuple[int, int]:
+    """``"1-4"``: function 1 before the drift, 4 after."""
+    before, sep, after = text.partition("-")
+    if not (sep and before.strip().isdigit() and after.strip().isdigit()):
+        raise argparse.ArgumentTypeError(f"functions {text!r} must be BEFORE-AFTER, e.g. 1-4")
+    return int(before), int(after)
 
 
 def settings_extra(pairs: list[str]) -> dict[str, str]:
@@ -129,12 +149,20 @@ def specs(args: argparse.Namespace) -> list[StreamSpec]:
         csv=args.csv,
         target=args.target or "y",
         demo_drift=args.demo_drift,
+        functions=args.functions,
     )
     if not args.suite:
         return [one]
-    names = [n.strip() for n in args.streams.split(",") if n.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    return [replace(one, name=name, seed=seed) for name in names for seed in seeds]
+    out = []
+    for item in (n.strip() for n in args.streams.split(",") if n.strip()):
+        name, sep, pair = item.partition(":")
+        try:
+            chosen = functions(pair) if sep else None
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"--streams {item!r}: {exc}") from None
+        out += [replace(one, name=name, seed=seed, functions=chosen) for seed in seeds]
+    return out
 
 
 def options(args: argparse.Namespace) -> RunOptions:

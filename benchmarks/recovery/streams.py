@@ -58,6 +58,7 @@ class StreamSpec:
     csv: Path | None = None
     target: str = TARGET
     demo_drift: bool = False  # csv: inject the sample app's drift at drift_at
+    functions: tuple[int, int] | None = None  # generator's function (variant) before and after; None: BEFORE_AFTER
 
     def __post_init__(self) -> None:
         if self.name not in STREAMS:
@@ -66,6 +67,8 @@ class StreamSpec:
             raise ConfigError("stream csv needs --csv PATH (and --target COL)")
         if self.width < 1:
             raise ConfigError(f"--width must be 1 (abrupt) or more (gradual), got {self.width}")
+        if self.functions is not None and self.name not in BEFORE_AFTER:
+            raise ConfigError(f"stream {self.name} has no functions to choose; only {', '.join(BEFORE_AFTER)} do")
 
     @property
     def kind(self) -> str:
@@ -80,6 +83,8 @@ class StreamSpec:
         kind = "abrupt" if self.width == 1 else f"gradual{self.width}"
         if self.name in ("none", "hyperplane"):
             kind = "nodrift" if self.name == "none" else "rotating"
+        if self.functions is not None:
+            name += f"-f{self.functions[0]}to{self.functions[1]}"
         return f"{name}-s{self.seed}-{kind}"
 
 
@@ -175,7 +180,7 @@ def _classification(spec: StreamSpec) -> LabelledStream:
                                   n_drift_features=function)  # fmt: skip
         return synth.Agrawal(classification_function=function, seed=seed)
 
-    before, after = BEFORE_AFTER[spec.name]
+    before, after = spec.functions or BEFORE_AFTER[spec.name]
     drifting = _concept_drift(
         generator(before, spec.seed),
         generator(after, spec.seed + DRIFT_SEED_OFFSET),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from benchmarks.recovery import scoring
 from benchmarks.recovery.river_baseline import prequential
 from benchmarks.recovery.streams import StreamSpec, make_stream
+from common.errors import ConfigError
 
 # --- streams -------------------------------------------------------------------------------------
 
@@ -80,6 +82,22 @@ def test_the_other_abrupt_drifts_change_the_label_rule_at_the_row_asked() -> Non
         before = float((model.predict(x[2000:3000]) == y[2000:3000]).mean())
         after = float((model.predict(x[3100:]) == y[3100:]).mean())
         assert before >= floor and after <= after_at_most, (name, before, after)
+
+
+def test_other_functions_are_chosen_per_stream_and_named_in_the_label() -> None:
+    """``agrawal:1-4`` in a suite replays Agrawal's function 1, then 4: other rows than the default 0-2."""
+    from benchmarks.recovery.__main__ import parse, specs
+
+    chosen = specs(parse(["--suite", "--streams", "agrawal:1-4,sea", "--seeds", "2", "--rows", "800",
+                               "--drift-at", "400"]))  # fmt: skip
+    assert [s.label for s in chosen] == ["agrawal-f1to4-s2-abrupt", "sea-s2-abrupt"]
+    other, default = make_stream(chosen[0]), make_stream(replace(chosen[0], functions=None))
+    assert other.drifts == default.drifts == (400,)
+    assert not other.frame["y"].equals(default.frame["y"])
+    with pytest.raises(ConfigError, match="BEFORE-AFTER"):
+        specs(parse(["--suite", "--streams", "agrawal:1"]))
+    with pytest.raises(ConfigError, match="no functions"):
+        StreamSpec("friedman", functions=(0, 1))
 
 
 def test_friedman_is_a_regression_and_adult_carries_the_demo_drift() -> None:
