@@ -62,6 +62,8 @@ def step_up(
     ``binary`` (0/1) errors the count after the step must also pass an exact binomial test."""
     n = len(errors)
     after_rows = min_segment if min_after is None else min_after
+    if after_rows < 1:
+        raise ValueError(f"min_after must be at least 1, got {after_rows}")
     if n < min_segment + after_rows:
         return None
     sd = float(np.std(errors))

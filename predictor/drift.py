@@ -66,7 +66,9 @@ STEP_EVERY: Final = 10  # ... or joined observations: a step in the error is fou
 # ``MIN_SEGMENT``). The step must still pass ``Z`` standard errors and, for classes, the exact
 # binomial count (``common.change``): a jump from 0% to 80% error passes with 10 rows after it, one
 # from 2% to 13% needs about a hundred. No false alarm in 57,000 checks of 1,000 stationary 0/1
-# errors (error rates 0.2% to 30%, one check every 10 rows), at 10 rows as at 20.
+# errors (error rates 0.2% to 30%, one check every 10 rows), at 10 rows as at 20. Regression errors
+# have no such exact count (a burst of heavy-tailed residuals would pass ``Z`` on 10 rows), so a
+# regression model's step wants ``MIN_SEGMENT`` rows after it, as the trainer's scan does.
 STEP_MIN_AFTER: Final = 10
 TOP_FEATURES: Final = 3
 INTERIM_EVERY: Final = 10  # observations after which the interim model is fitted again (or a quarter more)
@@ -167,6 +169,7 @@ class _Model:
     observed: int = 0  # observations scored since this model started serving
     alarm_at: int | None = None  # ``observed`` when this model's last alarm was raised
     since_check: int = 0
+    since_step_check: int = 0  # observations folded in since check() last looked for a step
     psi: np.ndarray | None = None  # the last PSI per feature (None until a full window)
     pending: list[np.ndarray] = field(default_factory=list)  # batch matrices not binned yet
     names: list[str] = field(default_factory=list)
@@ -204,11 +207,12 @@ class DriftMonitor:
         if model is None:
             self.outcomes.clear()
             return None
-        if model.since_check < CHECK_EVERY and len(self.outcomes) < STEP_EVERY:
+        if model.since_check < CHECK_EVERY and model.since_step_check + len(self.outcomes) < STEP_EVERY:
             return None  # little new evidence: the verdict cannot have changed much
         model.since_check = 0
         self._fold_requests(model)
         self._fold_outcomes(model)
+        model.since_step_check = 0
         causes = []
         early_drop = False
         if model.bins is not None and model.bins.full:
@@ -291,6 +295,11 @@ class DriftMonitor:
         return 0 if model is None or model.bins is None else model.bins.filled
 
     @property
+    def observed(self) -> int:
+        """Observations of the serving model scored so far (folded in by ``check`` or ``interim``)."""
+        return 0 if self._model is None else self._model.observed
+
+    @property
     def observed_in_window(self) -> int:
         model = self._model
         return 0 if model is None or model.live is None else model.live.filled
@@ -347,38 +356,43 @@ class DriftMonitor:
 
     def _step(self, model: _Model) -> Change | None:
         """A significant step up in this model's live error (time order), if there is one."""
-        if model.live is None or model.live.filled < MIN_SEGMENT + STEP_MIN_AFTER:
+        after = MIN_SEGMENT if model.regression else STEP_MIN_AFTER
+        if model.live is None or model.live.filled < MIN_SEGMENT + after:
             return None
         values = model.live.ordered()[:, 0]
         errors = values if model.regression else 1.0 - values
-        return latest_change(errors, not model.regression, min_after=STEP_MIN_AFTER)
+        return latest_change(errors, not model.regression, min_after=after)
 
     def interim(self) -> Rows | None:
         """After an alarm that placed the change (a step, or a model that served only after it): the
         serving model's labelled observations since the change, for an interim model
         (``predictor.interim``), from ``INTERIM_MIN_ROWS`` of them on and again each time another
-        ``INTERIM_EVERY`` (or a quarter more) have come, while the change is inside the window. The
-        service asks between two batches when it is not fitting one already. The alarm fires as soon
-        as the change is clear, and the scan places the change itself a few rows back: the rows
+        ``INTERIM_EVERY`` (or a quarter more, up to a quarter of the window) have come; once the change
+        has left the window, the whole window (``Rows.since_change`` False), until another version
+        serves. The service asks between two batches when it is not fitting one already. The alarm
+        fires as soon as the change is clear, and the scan places the change itself a few rows back: the rows
         counted from there are the new world's."""
         model = self._model
         if model is None or model.change_seen is None or model.pairs is None:
             return None
         self._fold_outcomes(model)  # the observations since check(): this wants every one
-        if model.live is not None and (step := self._step(model)) is not None:
+        inside = model.observed - model.change_seen <= model.pairs.filled
+        if inside and model.live is not None and (step := self._step(model)) is not None:
             # Found again with more rows after it: an alarm on the first few rows of a new world
             # places the change up to ``STEP_MIN_AFTER`` rows early.
-            model.change_seen = max(model.change_seen, model.observed - model.live.filled + step.at)
+            later = model.observed - model.live.filled + step.at
+            if later > model.change_seen:  # fewer rows since the change: count the pace from them
+                model.interim_tried = max(0, model.interim_tried - (later - model.change_seen))
+                model.change_seen = later
         since = model.observed - model.change_seen
-        if since > model.pairs.filled:
-            model.change_seen = None  # the change has left the window; a retrained model should serve by now
-            return None
-        if since < INTERIM_MIN_ROWS or since < model.interim_tried + max(INTERIM_EVERY, model.interim_tried // 4):
+        kept = min(since, model.pairs.filled)  # once the change has left the window, every row kept is after it
+        pace = max(INTERIM_EVERY, min(model.interim_tried, model.pairs.filled) // 4)
+        if since < INTERIM_MIN_ROWS or since < model.interim_tried + pace:
             return None
         model.interim_tried = since
-        pairs = model.pairs.ordered()[model.pairs.filled - since :]
-        features = list(model.features)[len(model.features) - since :]
-        return Rows(model.version, features, pairs[:, 1], pairs[:, 0])
+        pairs = model.pairs.ordered()[model.pairs.filled - kept :].copy()  # the serving thread writes the ring
+        features = list(model.features)[len(model.features) - kept :]
+        return Rows(model.version, features, pairs[:, 1], pairs[:, 0], since_change=kept == since)
 
     @staticmethod
     def _new_step(model: _Model, step: Change | None) -> bool:
@@ -427,6 +441,7 @@ class DriftMonitor:
             return
         model.live.push(scored.reshape(-1, 1))
         model.observed += len(scored)
+        model.since_step_check += len(scored)
         model.live_sum = float(model.live.rows[: model.live.filled].sum())  # exact, not a running sum
 
 

@@ -20,7 +20,8 @@ a stream whose concept did not move, or a false alarm, is served as before. Once
 fitted again as the rows grow and each refit replaces it unless it loses to what was served. The
 drift monitor offers the rows (``predictor.drift``); the service fits them on a thread of its own
 and swaps the result in between two batches. The interim model belongs to one model version: it
-ends when another version swaps in, or ``LIFETIME`` seconds after its last fit.
+ends when another version swaps in, or ``LIFETIME`` seconds after the last label came (without labels
+nothing checks it any more).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ MIN_WINS: Final = 10  # rows where it was right and the served answer wrong, at 
 # Sign test on the rows where exactly one of the two was right: one-sided 98% (the alarm has already
 # said the error rose).
 Z: Final = 2.0
-LIFETIME: Final = 60.0  # seconds an interim model serves after its last fit without a new version
+LIFETIME: Final = 60.0  # seconds an interim model serves after the last label came, without a new version
 ROUNDS: Final = 30
 PARAMS: Final[dict[str, Any]] = {
     "learning_rate": 0.3,
@@ -69,6 +70,7 @@ class Rows:
     features: Sequence[Mapping[str, Any]]  # as requested
     labels: np.ndarray  # class indices in the pipeline's classes (-1: a label of no known class)
     served: np.ndarray  # class indices of the answers served for them
+    since_change: bool = True  # every row since the change (False: the newest window, the change left it)
 
 
 @dataclass(frozen=True)

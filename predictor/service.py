@@ -12,6 +12,7 @@ joined only then, so a replica without a model holds no partitions).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -115,7 +116,9 @@ class Predictor:
         self._counts: dict[str, int] = {}  # partitions of each topic, from ensure_topics
         self._dead_log = ThrottledLog(log, logging.WARNING, 10.0)
         self._interim: InterimModel | None = None  # the interim answer after a drift alarm (predictor.interim)
-        self._learning: Future[InterimModel | None] | None = None  # an interim model being fitted
+        self._interim_for: LoadedModel | None = None  # the model it stands in for
+        self._interim_seen = 0  # the drift monitor's observations when its life was last extended
+        self._learning: tuple[LoadedModel, Future[InterimModel | None]] | None = None  # a fit running, and for whom
         self._learner = ThreadPoolExecutor(1, thread_name_prefix="streamfit-interim")
         self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
@@ -358,8 +361,10 @@ class Predictor:
         serving version), and hand the drift monitor's newest rows since a change to the fitting
         thread when it is idle. The fit (a few LightGBM models on a few hundred rows, tens of
         milliseconds) never holds up a batch."""
-        job = self._learning
-        if job is not None:
+        if self._interim is not None and self._interim_for is not model:
+            self._interim = None  # another model serves (a rollback to the same version is another model too)
+        if self._learning is not None:
+            fitted_for, job = self._learning
             if not job.done():
                 return
             self._learning = None
@@ -368,21 +373,27 @@ class Predictor:
             except Exception:  # a fit that fails leaves the old answers served
                 log.exception("fitting an interim model failed; version %s serves as it is", model.version)
                 fitted = None
-            if fitted is not None and fitted.version == model.version:
-                self._adopt_interim(fitted)
+            if fitted is not None and fitted_for is model:
+                self._adopt_interim(fitted, model)
         rows = self.drift.interim()
+        serving = self._interim is not None and self._interim.active(model.version)
+        if serving and self._interim is not None and self.drift.observed != self._interim_seen:
+            # labels still come to check it against: it lives on while they do
+            self._interim = dataclasses.replace(self._interim, until=time.monotonic() + INTERIM_LIFETIME)
+            self._interim_seen = self.drift.observed
         if rows is None or rows.version != model.version:
             return
-        serving = self._interim is not None and self._interim.active(model.version)
+        if not serving and not rows.since_change:
+            return  # the change has left the window: no new interim model from rows that may not hold it
         predict = functools.partial(model.predict_matrix, num_threads=1)
-        self._learning = self._learner.submit(learn, model.pipeline, predict, rows, serving=serving)
+        self._learning = (model, self._learner.submit(learn, model.pipeline, predict, rows, serving=serving))
 
-    def _adopt_interim(self, fitted: InterimModel) -> None:
-        first = self._interim is None or self._interim.version != fitted.version
-        self._interim = fitted
+    def _adopt_interim(self, fitted: InterimModel, model: LoadedModel) -> None:
+        first = self._interim is None
+        self._interim, self._interim_for = fitted, model
         if first:
             self.metrics.interim_corrections.inc()
-            log.warning("until a model trained after the change swaps in (or %.0fs after its last fit), version %s "
+            log.warning("until a model trained after the change swaps in (or %.0fs after labels stop), version %s "
                         "answers through a model learnt from the labels since the change: %s", INTERIM_LIFETIME,
                         fitted.version, fitted.verdict.describe())  # fmt: skip
         else:

@@ -37,6 +37,13 @@ Task = Literal["binary", "multiclass", "regression"]
 # "none" is Agrawal's function 0 throughout.
 BEFORE_AFTER = {"agrawal": (0, 2), "sea": (0, 3), "sine": (0, 2), "stagger": (0, 2), "mixed": (0, 1), "led": (0, 7),
                 "none": (0, 0)}  # fmt: skip
+FUNCTIONS = {
+    "agrawal": 10,
+    "sea": 4,
+    "sine": 4,
+    "stagger": 3,
+    "mixed": 2,
+}  # functions per generator (LED: features drifted)
 AGRAWAL_CATEGORIES = {"elevel": "e", "car": "c", "zipcode": "z"}
 LED_NOISE = 0.1
 HYPERPLANE_MAG_CHANGE = 0.001
@@ -67,8 +74,11 @@ class StreamSpec:
             raise ConfigError("stream csv needs --csv PATH (and --target COL)")
         if self.width < 1:
             raise ConfigError(f"--width must be 1 (abrupt) or more (gradual), got {self.width}")
-        if self.functions is not None and self.name not in BEFORE_AFTER:
-            raise ConfigError(f"stream {self.name} has no functions to choose; only {', '.join(BEFORE_AFTER)} do")
+        if self.functions is not None and (self.name not in BEFORE_AFTER or self.name == "none"):
+            choosable = ", ".join(n for n in BEFORE_AFTER if n != "none")
+            raise ConfigError(f"stream {self.name} has no functions to choose; only {choosable} do")
+        if self.functions is not None and not all(0 <= f < FUNCTIONS.get(self.name, 10**6) for f in self.functions):
+            raise ConfigError(f"{self.name}'s functions are 0 to {FUNCTIONS[self.name] - 1}, got {self.functions}")
 
     @property
     def kind(self) -> str:

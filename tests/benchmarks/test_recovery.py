@@ -98,6 +98,10 @@ def test_other_functions_are_chosen_per_stream_and_named_in_the_label() -> None:
         specs(parse(["--suite", "--streams", "agrawal:1"]))
     with pytest.raises(ConfigError, match="no functions"):
         StreamSpec("friedman", functions=(0, 1))
+    with pytest.raises(ConfigError, match="no functions"):
+        StreamSpec("none", functions=(1, 4))  # it would drift, scored as no drift
+    with pytest.raises(ConfigError, match="0 to 3"):
+        StreamSpec("sea", functions=(0, 9))
 
 
 def test_friedman_is_a_regression_and_adult_carries_the_demo_drift() -> None:

@@ -99,9 +99,10 @@ def test_several_classes_keep_the_old_models_output_shape() -> None:
 def test_a_number_to_predict_gets_no_interim_model() -> None:
     frame = pd.DataFrame({"x1": np.arange(100.0), "y": np.arange(100.0) * 2})
     pipeline = FeaturePipeline.fit(frame, "y")
-    rows = Rows("1", frame[["x1"]].to_dict("records"), np.zeros(100, np.int32), np.zeros(100, np.int32))
+    # rows a classifier would take: every served answer contradicted by its label, and a model serving
+    rows = Rows("1", frame[["x1"]].to_dict("records"), np.ones(100, np.int32), np.zeros(100, np.int32))
     assert pipeline.task == "regression"
-    assert learn(pipeline, lambda m: m[:, 0], rows, serving=False) is None
+    assert learn(pipeline, lambda m: m[:, 0], rows, serving=True) is None
 
 
 class _Identity:
