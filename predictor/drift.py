@@ -169,7 +169,7 @@ class _Model:
     observed: int = 0  # observations scored since this model started serving
     alarm_at: int | None = None  # ``observed`` when this model's last alarm was raised
     since_check: int = 0
-    since_step_check: int = 0  # observations folded in since check() last looked for a step
+    step_checked_at: int = 0  # ``observed`` when check() last looked for a step
     psi: np.ndarray | None = None  # the last PSI per feature (None until a full window)
     pending: list[np.ndarray] = field(default_factory=list)  # batch matrices not binned yet
     names: list[str] = field(default_factory=list)
@@ -207,12 +207,12 @@ class DriftMonitor:
         if model is None:
             self.outcomes.clear()
             return None
-        if model.since_check < CHECK_EVERY and model.since_step_check + len(self.outcomes) < STEP_EVERY:
+        if model.since_check < CHECK_EVERY and model.observed - model.step_checked_at + len(self.outcomes) < STEP_EVERY:
             return None  # little new evidence: the verdict cannot have changed much
         model.since_check = 0
         self._fold_requests(model)
         self._fold_outcomes(model)
-        model.since_step_check = 0
+        model.step_checked_at = model.observed
         causes = []
         early_drop = False
         if model.bins is not None and model.bins.full:
@@ -441,7 +441,6 @@ class DriftMonitor:
             return
         model.live.push(scored.reshape(-1, 1))
         model.observed += len(scored)
-        model.since_step_check += len(scored)
         model.live_sum = float(model.live.rows[: model.live.filled].sum())  # exact, not a running sum
 
 

@@ -377,7 +377,7 @@ class Predictor:
                 self._adopt_interim(fitted, model)
         rows = self.drift.interim()
         serving = self._interim is not None and self._interim.active(model.version)
-        if serving and self._interim is not None and self.drift.observed != self._interim_seen:
+        if self._interim is not None and serving and self.drift.observed != self._interim_seen:
             # labels still come to check it against: it lives on while they do
             self._interim = dataclasses.replace(self._interim, until=time.monotonic() + INTERIM_LIFETIME)
             self._interim_seen = self.drift.observed

@@ -77,8 +77,9 @@ class StreamSpec:
         if self.functions is not None and (self.name not in BEFORE_AFTER or self.name == "none"):
             choosable = ", ".join(n for n in BEFORE_AFTER if n != "none")
             raise ConfigError(f"stream {self.name} has no functions to choose; only {choosable} do")
-        if self.functions is not None and not all(0 <= f < FUNCTIONS.get(self.name, 10**6) for f in self.functions):
-            raise ConfigError(f"{self.name}'s functions are 0 to {FUNCTIONS[self.name] - 1}, got {self.functions}")
+        limit = FUNCTIONS.get(self.name)
+        if self.functions is not None and limit is not None and not all(0 <= f < limit for f in self.functions):
+            raise ConfigError(f"{self.name}'s functions are 0 to {limit - 1}, got {self.functions}")
 
     @property
     def kind(self) -> str:
