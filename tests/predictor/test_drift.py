@@ -21,7 +21,7 @@ from common.bundle import ModelBundle
 from common.pipeline import FeaturePipeline, read_table
 from common.profile import ReferenceProfile
 from common.settings import ADULT_TEST, ADULT_TRAIN
-from predictor.drift import Alarm, DriftMonitor
+from predictor.drift import STEP_EVERY, STEP_MIN_AFTER, Alarm, DriftMonitor
 from predictor.interim import MIN_ROWS, learn
 from sample_app.drift import apply_drift, plan_drift
 from tests.predictor.conftest import synthetic_frame, train
@@ -120,6 +120,23 @@ def test_a_step_in_the_live_error_raises_an_alarm_long_before_the_window_mean_fa
     assert monitor.live_metric is not None and monitor.live_metric > alarms[0].holdout - 0.05  # type: ignore[operator]
     quiet = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=0)
     assert feed(quiet, "1", bundle, synthetic_frame(3000, seed=23)) == []  # no change: no step
+
+
+def test_a_model_right_every_time_is_caught_a_few_answers_after_its_rule_flips(bundle: ModelBundle) -> None:
+    """Labels that agree with every answer, then contradict every one, arriving one at a time: the
+    step is found ``STEP_MIN_AFTER`` to ``STEP_MIN_AFTER + STEP_EVERY`` observations after the flip,
+    fewer than 10 (each of those is an answer served wrong before anything can change)."""
+    frame = synthetic_frame(1100, seed=25)
+    answers, _ = bundle.pipeline.decode(bundle.predict_matrix(bundle.pipeline.transform(
+        frame.drop(columns=["y"]).to_dict("records"))))  # fmt: skip
+    frame["y"] = np.where(np.arange(len(frame)) < 1000, answers, np.where(np.array(answers) == "yes", "no", "yes"))
+    monitor = DriftMonitor(window=1000, psi_threshold=0, metric_drop=0.05, cooldown=10_000)
+    assert feed(monitor, "1", bundle, frame.iloc[:1000]) == []
+    for after in range(1, 101):
+        if alarms := feed(monitor, "1", bundle, frame.iloc[999 + after : 1000 + after], batch=1):
+            break
+    assert alarms and alarms[0].causes == ("step",), alarms
+    assert STEP_MIN_AFTER <= after < min(10, STEP_MIN_AFTER + STEP_EVERY), after
 
 
 def test_a_model_swapped_in_after_a_change_is_judged_early_against_its_holdout(bundle: ModelBundle) -> None:
