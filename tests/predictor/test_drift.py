@@ -306,7 +306,7 @@ def test_after_a_step_alarm_the_monitor_offers_the_rows_since_the_change_for_an_
     assert len(alarms) == 1 and "step" in alarms[0].causes
     first_at, first = offered[0]
     assert first_at <= 30 and first.version == "1" and len(first.labels) >= MIN_ROWS, (first_at, len(first.labels))
-    # from where the error stepped up (the scan wants 10 rows after a step: with fewer, a few rows
+    # from where the error stepped up (the scan wants STEP_MIN_AFTER rows after a step: with fewer, a few rows
     # before it), the labels with the answers served, oldest first
     ordered = feed_labels(bundle, synthetic_frame(1000, seed=21)) + feed_labels(bundle, flipped)
     end = 1000 + first_at

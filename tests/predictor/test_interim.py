@@ -62,6 +62,22 @@ def test_an_unmoved_concept_noise_and_too_few_rows_keep_the_served_answers(old: 
     assert learn(old.pipeline, old.predict_matrix, rows_of(old, few, flip(few.y)), serving=False) is None
 
 
+def test_from_the_fewest_rows_each_folds_model_reads_the_features(old: ModelBundle) -> None:
+    """A flipped concept on exactly ``MIN_ROWS`` labels, twenty samples: most are taken, and every
+    model taken answers both classes and beats the old answers on fresh rows (with too few rows a
+    fold's model is one leaf, the majority label: a verdict then says nothing of the features)."""
+    fresh = synthetic_frame(500, seed=32)
+    truth = np.array(flip(fresh.y))
+    taken = []
+    for seed in range(40, 60):
+        since = synthetic_frame(MIN_ROWS, seed=seed)
+        model = learn(old.pipeline, old.predict_matrix, rows_of(old, since, flip(since.y)), serving=False)
+        if model is not None:
+            served = np.array(answers(old, model, fresh))
+            taken.append((len(set(served)), float(np.mean(served == truth))))
+    assert len(taken) >= 10 and all(classes == 2 and right > 0.6 for classes, right in taken), taken
+
+
 def test_a_refit_of_a_serving_model_is_taken_unless_it_loses_to_the_answers_served(old: ModelBundle) -> None:
     """Rows answered by an interim model that was wrong now and then: a refit on them, as the model
     serving, replaces it without a clear win; against answers that were all right it loses, and
