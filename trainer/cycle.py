@@ -23,7 +23,7 @@ import numpy as np
 import common
 from common import tags as tag
 from common.bundle import ModelBundle
-from common.change import latest_change
+from common.change import MIN_SEGMENT, latest_change
 from common.errors import BundleError, TrainServeSkew
 from common.messages import ModelReload
 from common.model_store import ModelStore
@@ -288,19 +288,26 @@ class CycleRunner:
 
     def _find_change(self, observations: Observations, task: str) -> int | None:
         """The first observation of the current world: the latest step up in the served error, at or
-        after the one found before (a change, once found, is remembered by its time)."""
+        after the one found before (a change, once found, is remembered by its time).
+
+        The scan wants ``MIN_SEGMENT`` rows after a step, and a predictor asks as soon as a few rows
+        show it: the first scan then places the change at the last split it may, up to ``MIN_SEGMENT``
+        rows before the real one (on River's STAGGER 28 to 39 rows early, a third of the drift cycle's
+        first rows from the old world). So the scan starts ``MIN_SEGMENT`` rows before the change found
+        before, which lets a later read move it to where the rows after it now put it."""
         if not self.settings.change_detection or not len(observations):
             return None
-        start = 0
+        start = lead = 0
         if self._change_time is not None:
             start = int(np.searchsorted(observations.observed_at, self._change_time, side="left"))
-        found = latest_change(observations.served_error[start:], task != "regression")
-        if found is not None:
-            at = start + found.at
+            lead = max(0, start - MIN_SEGMENT)
+        found = latest_change(observations.served_error[lead:], task != "regression")
+        if found is not None and (self._change_time is None or lead + found.at > start):
+            at = lead + found.at
             if at < len(observations):
                 self._change_time = float(observations.observed_at[at])
                 log.info("change of the world: %s; training on the rows after it",
-                         found.describe(len(observations) - start))  # fmt: skip
+                         found.describe(len(observations) - lead))  # fmt: skip
             return at
         return start if self._change_time is not None else None
 

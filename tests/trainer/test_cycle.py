@@ -294,6 +294,34 @@ def test_a_drift_request_for_a_rising_error_waits_for_the_change_to_show(
     assert run.data.tags["streamfit.holdout"] == "newest observations after the change"
 
 
+def test_a_change_found_on_its_first_few_rows_is_moved_to_where_the_later_rows_put_it(
+    trainer_settings: TrainerSettings, adult: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A drift request 20 rows into the new world: the scan, which wants 50 rows after a step, first
+    places the change at the last split it may (30 rows early, in the old world). Once more rows have
+    come it is moved to the real one, and the cycle trains on the new world alone."""
+    caplog.set_level(logging.INFO, logger="trainer.cycle")
+    settings = trainer_settings(trials=1, min_rows=80)
+    base, _, stream = adult
+    rows = records(read_table(stream)) + records(read_table(base).iloc[:300])
+    start = time.time() - 1000
+    with Trainer(settings, progress=False) as trainer:
+        ensure_topics(settings)
+        install_champion(settings, read_table(base).iloc[:200], rounds=20, strong=False)
+        _send_served(settings, rows[:250], start, changed=False)
+        _send_served(settings, rows[250:270], start + 250, changed=True)
+        send_retrain(settings, reason="drift")
+        with ThreadPoolExecutor(1) as pool:
+            cycle = pool.submit(trainer.run_once)
+            wait_for(lambda: "waiting up to" in caplog.text, 60, "the cycle to wait for the new world")
+            assert "at observation 220 of 270" in caplog.text, caplog.text  # pinned 50 rows before the end
+            _send_served(settings, rows[270:600], start + 270, changed=True)
+            result = cycle.result(timeout=300)
+    assert result is not None and result.state != "too_few_rows", result
+    run = ModelStore(settings).client.get_run(result.run_id)
+    assert run.data.tags["streamfit.change_at"] == "250"
+
+
 def test_after_a_segment_flips_the_champions_trees_with_leaves_refit_on_the_new_rows_are_crowned(
     trainer_settings: TrainerSettings, adult: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
