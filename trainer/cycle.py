@@ -23,7 +23,7 @@ import numpy as np
 import common
 from common import tags as tag
 from common.bundle import ModelBundle
-from common.change import MIN_SEGMENT, latest_change
+from common.change import latest_change
 from common.errors import BundleError, TrainServeSkew
 from common.messages import ModelReload
 from common.model_store import ModelStore
@@ -51,6 +51,7 @@ NEW_WORLD_IDLE = 5.0  # ... and without a new observation (the stream has gone q
 # Most seconds a drift request for a rising error waits for the change to show in the observations.
 # A false alarm (LED in the recovery suite: a bootstrap figure a little optimistic) waits it all.
 CHANGE_WAIT = 10.0
+RESCAN_BEFORE = 1000  # rows before a change found earlier that a later scan looks at again
 READ_AGAIN = 0.1  # seconds between two reads while waiting: at 100 requests/s, 10 rows of the new world
 PAST_CYCLES = 3  # earlier cycles whose best parameters a search evaluates first
 
@@ -290,17 +291,19 @@ class CycleRunner:
         """The first observation of the current world: the latest step up in the served error, at or
         after the one found before (a change, once found, is remembered by its time).
 
-        The scan wants ``MIN_SEGMENT`` rows after a step, and a predictor asks as soon as a few rows
+        The scan wants ``common.change.MIN_SEGMENT`` (50) rows after a step, and a predictor asks as soon as a few rows
         show it: the first scan then places the change at the last split it may, up to ``MIN_SEGMENT``
         rows before the real one (on River's STAGGER 28 to 39 rows early, a third of the drift cycle's
-        first rows from the old world). So the scan starts ``MIN_SEGMENT`` rows before the change found
-        before, which lets a later read move it to where the rows after it now put it."""
+        first rows from the old world). So the scan starts ``RESCAN_BEFORE`` rows before the change
+        found before, which lets a later read move it to where the rows after it now put it (with only
+        ``MIN_SEGMENT`` rows before it the scan has too little of the old world to pass ``Z`` when an
+        interim model has already made most answers after the change right)."""
         if not self.settings.change_detection or not len(observations):
             return None
         start = lead = 0
         if self._change_time is not None:
             start = int(np.searchsorted(observations.observed_at, self._change_time, side="left"))
-            lead = max(0, start - MIN_SEGMENT)
+            lead = max(0, start - RESCAN_BEFORE)
         found = latest_change(observations.served_error[lead:], task != "regression")
         if found is not None and (self._change_time is None or lead + found.at > start):
             at = lead + found.at
