@@ -305,12 +305,16 @@ class CycleRunner:
             start = int(np.searchsorted(observations.observed_at, self._change_time, side="left"))
             lead = max(0, start - RESCAN_BEFORE)
         found = latest_change(observations.served_error[lead:], task != "regression")
-        if found is not None and (self._change_time is None or lead + found.at > start):
+        if found is not None and (self._change_time is None or lead + found.at >= start):
             at = lead + found.at
             if at < len(observations):
+                # Observations joined in one batch share a time: found again, it may lie a row or two
+                # after the first of them, and that is no news.
+                moved = self._change_time is None or observations.observed_at[at] > self._change_time
                 self._change_time = float(observations.observed_at[at])
-                log.info("change of the world: %s; training on the rows after it",
-                         found.describe(len(observations) - lead))  # fmt: skip
+                if moved:
+                    log.info("change of the world: %s; training on the rows after it",
+                             found.describe(len(observations) - lead))  # fmt: skip
             return at
         return start if self._change_time is not None else None
 
