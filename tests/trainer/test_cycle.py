@@ -35,6 +35,7 @@ from tests.trainer.support import (
     wait_for,
 )
 from trainer.bootstrap import bootstrap
+from trainer.cycle import CycleResult
 from trainer.observations import ObservationLog
 from trainer.service import Trainer, group_id
 
@@ -268,6 +269,35 @@ def test_a_cycle_just_after_a_change_waits_for_rows_of_the_new_world(
         assert "refit_of" not in bundle.meta
 
 
+def _drift_cycle(
+    settings: Settings,
+    adult: tuple[Path, Path, Path],
+    caplog: pytest.LogCaptureFixture,
+    *,
+    changed_first: int,
+    waits_for: str,
+    details: dict[str, object] | None = None,
+) -> tuple[CycleResult | None, str]:
+    """250 observations of the old world and ``changed_first`` of a flipped one, a drift request,
+    and, once the cycle logs ``waits_for``, 350 more of the new world: the cycle's result, and the
+    log as it was while the cycle waited."""
+    base, _, stream = adult
+    rows = records(read_table(stream)) + records(read_table(base).iloc[:300])
+    start, sent = time.time() - 1000, 250 + changed_first
+    with Trainer(settings, progress=False) as trainer:
+        ensure_topics(settings)
+        install_champion(settings, read_table(base).iloc[:200], rounds=20, strong=False)
+        _send_served(settings, rows[:250], start, changed=False)
+        _send_served(settings, rows[250:sent], start + 250, changed=True)
+        send_retrain(settings, reason="drift", details=details)
+        with ThreadPoolExecutor(1) as pool:
+            cycle = pool.submit(trainer.run_once)
+            wait_for(lambda: waits_for in caplog.text, 60, f"the cycle to log {waits_for!r}")
+            waiting = caplog.text
+            _send_served(settings, rows[sent:600], start + sent, changed=True)
+            return cycle.result(timeout=300), waiting
+
+
 def test_a_drift_request_for_a_rising_error_waits_for_the_change_to_show(
     trainer_settings: TrainerSettings, adult: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -275,19 +305,8 @@ def test_a_drift_request_for_a_rising_error_waits_for_the_change_to_show(
     the cycle reads again until they do, and trains on the new world (instead of the old one)."""
     caplog.set_level(logging.INFO, logger="trainer.cycle")
     settings = trainer_settings(trials=1, min_rows=80)
-    base, _, stream = adult
-    rows = records(read_table(stream)) + records(read_table(base).iloc[:300])
-    start = time.time() - 1000
-    with Trainer(settings, progress=False) as trainer:
-        ensure_topics(settings)
-        install_champion(settings, read_table(base).iloc[:200], rounds=20, strong=False)
-        _send_served(settings, rows[:250], start, changed=False)
-        send_retrain(settings, reason="drift", details={"causes": ["metric"]})
-        with ThreadPoolExecutor(1) as pool:
-            cycle = pool.submit(trainer.run_once)
-            wait_for(lambda: "no change of the world shows" in caplog.text, 60, "the cycle to wait for the change")
-            _send_served(settings, rows[250:600], start + 250, changed=True)
-            result = cycle.result(timeout=300)
+    result, _ = _drift_cycle(settings, adult, caplog, changed_first=0, waits_for="no change of the world shows",
+                             details={"causes": ["metric"]})  # fmt: skip
     assert result is not None and result.state != "too_few_rows", result
     run = ModelStore(settings).client.get_run(result.run_id)
     assert run.data.tags["streamfit.change_at"] == "250"
@@ -302,21 +321,8 @@ def test_a_change_found_on_its_first_few_rows_is_moved_to_where_the_later_rows_p
     come it is moved to the real one, and the cycle trains on the new world alone."""
     caplog.set_level(logging.INFO, logger="trainer.cycle")
     settings = trainer_settings(trials=1, min_rows=80)
-    base, _, stream = adult
-    rows = records(read_table(stream)) + records(read_table(base).iloc[:300])
-    start = time.time() - 1000
-    with Trainer(settings, progress=False) as trainer:
-        ensure_topics(settings)
-        install_champion(settings, read_table(base).iloc[:200], rounds=20, strong=False)
-        _send_served(settings, rows[:250], start, changed=False)
-        _send_served(settings, rows[250:270], start + 250, changed=True)
-        send_retrain(settings, reason="drift")
-        with ThreadPoolExecutor(1) as pool:
-            cycle = pool.submit(trainer.run_once)
-            wait_for(lambda: "waiting up to" in caplog.text, 60, "the cycle to wait for the new world")
-            assert "at observation 220 of 270" in caplog.text, caplog.text  # pinned 50 rows before the end
-            _send_served(settings, rows[270:600], start + 270, changed=True)
-            result = cycle.result(timeout=300)
+    result, waiting = _drift_cycle(settings, adult, caplog, changed_first=20, waits_for="waiting up to")
+    assert "at observation 220 of 270" in waiting, waiting  # pinned 50 rows before the end
     assert result is not None and result.state != "too_few_rows", result
     run = ModelStore(settings).client.get_run(result.run_id)
     assert run.data.tags["streamfit.change_at"] == "250"
