@@ -378,6 +378,8 @@ class Search:
               for point in self.first_points()]  # fmt: skip
 
         def fn(values: list[Any]) -> float:
+            if self.done():  # gp_minimize scores every x0 point (the start, past points) before it asks to stop
+                return FAILED_LOSS
             trial = self.evaluate(dict(zip(names, values, strict=True)))
             return trial.loss if trial.ok else FAILED_LOSS
 

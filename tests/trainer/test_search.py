@@ -71,6 +71,11 @@ def test_time_budget_ends_the_search_after_the_running_trial() -> None:
     assert len(result.trials) == 1 and result.stopped_by == "time_budget"
     gp = search(cross_validation(), "gp", trials=50, time_budget=0.001).run()
     assert len(gp.trials) == 1 and gp.stopped_by == "time_budget"
+    # gp_minimize scores all of its first points (x0: the start and the past points) before it asks
+    # whether to stop: the budget holds there too
+    past = [{**warm_start(None), "num_leaves": 15}, {**warm_start(None), "num_leaves": 63}]
+    gp = search(cross_validation(), "gp", trials=50, time_budget=0.001, past=past).run()
+    assert len(gp.trials) == 1 and gp.stopped_by == "time_budget"
 
 
 def test_stop_request_ends_the_search() -> None:
