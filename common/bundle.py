@@ -1,8 +1,9 @@
 """The model bundle: what travels from the trainer to every predictor.
 
-A zip with three members, none of which is code: ``model.txt`` (LightGBM's own text format),
-``pipeline.json`` (the fitted feature pipeline and its schema) and ``meta.json`` (parameters,
-metrics, the training-data profile). Loading parses text and JSON only, so a bundle from the
+A zip whose members are none of them code: ``model.txt`` (LightGBM's own text format),
+``pipeline.json`` (the fitted feature pipeline and its schema), ``meta.json`` (parameters,
+metrics, the training-data profile) and, for a model trained on a linear model's scores as well,
+``linear.json`` (``common.linear``). Loading parses text and JSON only, so a bundle from the
 network cannot execute anything; its sha256 travels in the reload message and is checked first.
 """
 
@@ -20,11 +21,14 @@ import numpy as np
 import orjson
 
 from common.errors import BundleError
+from common.linear import LinearScore
 from common.pipeline import FeaturePipeline
 from common.profile import ReferenceProfile
 
 BUNDLE_FORMAT = 1
 BUNDLE_FILE = "streamfit-bundle.zip"
+REQUIRED = ("manifest.json", "model.txt", "pipeline.json", "meta.json")
+OPTIONAL = ("linear.json",)
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # a zip bomb is refused before it is inflated
 
 
@@ -37,6 +41,16 @@ class ModelBundle:
     booster: lgb.Booster
     pipeline: FeaturePipeline
     meta: Mapping[str, Any] = field(default_factory=dict)
+    linear: LinearScore | None = None  # scores appended to the pipeline's matrix before the trees
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The model's inputs: the pipeline's features, then the linear scores."""
+        return self.pipeline.feature_names + list(self.linear.names if self.linear else ())
+
+    def model_input(self, matrix: np.ndarray) -> np.ndarray:
+        """The pipeline's matrix as the trees read it."""
+        return matrix if self.linear is None else self.linear.augment(matrix)
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -45,6 +59,8 @@ class ModelBundle:
             archive.writestr("model.txt", self.booster.model_to_string())
             archive.writestr("pipeline.json", orjson.dumps(self.pipeline.to_dict()))
             archive.writestr("meta.json", orjson.dumps(dict(self.meta), option=orjson.OPT_SERIALIZE_NUMPY))
+            if self.linear is not None:
+                archive.writestr("linear.json", orjson.dumps(self.linear.to_dict()))
         return buffer.getvalue()
 
     @classmethod
@@ -54,9 +70,10 @@ class ModelBundle:
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 members = {info.filename: info for info in archive.infolist()}
-                for name in ("manifest.json", "model.txt", "pipeline.json", "meta.json"):
+                for name in REQUIRED:
                     if name not in members:
                         raise BundleError(f"bundle lacks {name}")
+                for name in members.keys() & {*REQUIRED, *OPTIONAL}:
                     if members[name].file_size > MAX_MEMBER_BYTES:
                         raise BundleError(f"bundle member {name} is too large ({members[name].file_size} bytes)")
                 manifest = orjson.loads(archive.read("manifest.json"))
@@ -65,6 +82,9 @@ class ModelBundle:
                 model_text = archive.read("model.txt").decode("utf-8")
                 pipeline = FeaturePipeline.from_dict(orjson.loads(archive.read("pipeline.json")))
                 meta = orjson.loads(archive.read("meta.json"))
+                linear = None
+                if "linear.json" in members:
+                    linear = LinearScore.from_dict(orjson.loads(archive.read("linear.json")))
         except BundleError:
             raise
         except Exception as exc:
@@ -73,13 +93,15 @@ class ModelBundle:
             booster = lgb.Booster(model_str=model_text)
         except Exception as exc:
             raise BundleError(f"LightGBM cannot read the model: {exc}") from exc
-        if booster.num_feature() != len(pipeline.features):
-            raise BundleError(
-                f"model expects {booster.num_feature()} features, pipeline gives {len(pipeline.features)}"
-            )
-        return cls(booster, pipeline, meta)
+        given = len(pipeline.features) + (linear.width if linear else 0)
+        if booster.num_feature() != given:
+            raise BundleError(f"model expects {booster.num_feature()} features, pipeline gives {given}")
+        if linear is not None and max(linear.columns) >= len(pipeline.features):
+            raise BundleError(f"linear score reads column {max(linear.columns)} of {len(pipeline.features)}")
+        return cls(booster, pipeline, meta, linear)
 
     def predict_matrix(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        matrix = self.model_input(matrix)
         if num_threads:
             return np.asarray(self.booster.predict(matrix, num_threads=num_threads))
         return np.asarray(self.booster.predict(matrix))

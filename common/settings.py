@@ -182,6 +182,12 @@ class Settings(BaseSettings):
         "Find the latest step up in the served error (a concept change) and train on the rows after it.",
         "trainer",
     )
+    linear_score: bool = _field(
+        True,
+        "Offer the trees a linear model's scores as extra inputs (a slanted boundary from a few hundred rows); "
+        "a cycle keeps them when its cross-validation prefers them.",
+        "trainer",
+    )
     pre_change_weight: float = _field(
         0.25,
         "After a detected change the cycle also trains with all rows from before it together weighing this "

@@ -65,6 +65,7 @@ WARM_START_FROM: Final = "streamfit.warm_start_from"  # the earlier cycles whose
 BEST_TRIAL: Final = "streamfit.best_trial"
 STOPPED_BY: Final = "streamfit.stopped_by"  # trials, time_budget or stop
 FAST_REFIT: Final = "streamfit.fast_refit"  # what became of the fast refit
+LINEAR_SCORE: Final = "streamfit.linear_score"  # whether the cycle's trees read a linear model's scores, and why
 HOST: Final = "streamfit.host"
 PACKAGE_VERSION: Final = "streamfit.package_version"
 RECOVERED: Final = "streamfit.recovered"  # a later trainer finished this cycle's promotion

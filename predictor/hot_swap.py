@@ -51,7 +51,7 @@ class LoadedModel:
 
     def predict_matrix(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
         if self.compiled is not None:
-            return self.compiled.predict_matrix(matrix, num_threads)
+            return self.compiled.predict_matrix(self.bundle.model_input(matrix), num_threads)
         return self.bundle.predict_matrix(matrix, num_threads)
 
 
@@ -131,7 +131,8 @@ class HotSwap:
         try:
             compiled = self.compile(loaded.bundle.booster)
             matrix = loaded.pipeline.transform(rows)
-            expected, got = loaded.bundle.predict_matrix(matrix, 1), compiled.predict_matrix(matrix, 1)
+            expected = loaded.bundle.predict_matrix(matrix, 1)
+            got = compiled.predict_matrix(loaded.bundle.model_input(matrix), 1)
             why = same_predictions(expected, got)
             classes = loaded.pipeline.task != "regression"  # a regression's prediction is its score
             if why is None and classes and loaded.pipeline.decode(expected)[0] != loaded.pipeline.decode(got)[0]:

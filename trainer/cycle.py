@@ -25,6 +25,7 @@ from common import tags as tag
 from common.bundle import ModelBundle
 from common.change import latest_change
 from common.errors import BundleError, TrainServeSkew
+from common.linear import LinearScore
 from common.messages import ModelReload
 from common.model_store import ModelStore
 from common.profile import ReferenceProfile
@@ -35,6 +36,7 @@ from trainer.crown import crown
 from trainer.data import BaseData, CycleData, Observations, assemble, load_base, select_observations
 from trainer.drift import ADVERSARIAL_ROWS, adversarial_validation, reference_rows
 from trainer.fit import holdout_scores, parallel_trials, task_params, train_bundle, trial_folds, usable_cores
+from trainer.linear import fit_linear_score
 from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
 from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
 from trainer.observations import ObservationLog, Refresh
@@ -148,6 +150,8 @@ class _Context:
     params: dict[str, Any]
     dataset: Any
     champion: _Champion
+    linear: LinearScore | None = None  # the scores ``dataset`` holds after the pipeline's columns
+    known: dict[Any, TrialScore] = field(default_factory=dict)  # parameters already cross-validated on it
 
 
 class CycleRunner:
@@ -484,11 +488,36 @@ class CycleRunner:
     def _context(
         self, run: CycleRun, batch: RetrainBatch, data: CycleData, refresh: Refresh, champion: _Champion
     ) -> tuple[_Context, CrossValidation]:
-        """The cycle's data made ready to train on: its one LightGBM Dataset and its objective."""
-        params = task_params(data.pipeline, self.settings, data.rows)
-        dataset = build_dataset(data.pipeline, data.x, data.y, data.weight, params)
-        cv = self._cross_validation(dataset, params, data.pipeline.task)
-        return _Context(run, batch, data, refresh, params, dataset, champion), cv
+        """The cycle's data made ready to train on: its one LightGBM Dataset and its objective. The
+        Dataset holds a linear model's scores as well (``trainer.linear``) when, for the parameters
+        the cycle starts from, they lower the cross-validated loss on this data."""
+        settings, pipeline = self.settings, data.pipeline
+        params = task_params(pipeline, settings, data.rows)
+        plain = build_dataset(pipeline, data.x, data.y, data.weight, params)
+        cv = self._cross_validation(plain, params, pipeline.task)
+        context = _Context(run, batch, data, refresh, params, plain, champion)
+        fitted = settings.linear_score and fit_linear_score(pipeline, data.x, data.y, data.weight, settings.seed)
+        if not fitted:
+            return context, cv
+        started = time.perf_counter()
+        linear, x = fitted
+        start = warm_start(champion.params)
+        without = replace(cv(start), seconds=time.perf_counter() - started)
+        scored = time.perf_counter()
+        augmented = build_dataset(pipeline, x, data.y, data.weight, params, linear)
+        linear_cv = self._cross_validation(augmented, params, pipeline.task)
+        with_linear = replace(linear_cv(start), seconds=time.perf_counter() - scored)
+        keep = with_linear.loss < without.loss
+        verdict = (f"{'kept' if keep else 'left out'} (cross-validated {cv.metric} {with_linear.loss:.5g} with "
+                   f"{linear.width} linear score(s), {without.loss:.5g} without)")  # fmt: skip
+        log.info("linear score %s: %.1fs", verdict, time.perf_counter() - started)
+        run.set_tags({tag.LINEAR_SCORE: verdict})
+        if not keep:
+            context.known[params_key(start)] = without
+            return context, cv
+        context = _Context(run, batch, data, refresh, params, augmented, champion, linear,
+                           {params_key(start): with_linear})  # fmt: skip
+        return context, linear_cv
 
     def _new_world_first(
         self, run: CycleRun, batch: RetrainBatch, kept: CycleData, alone: CycleData, refresh: Refresh,
@@ -566,11 +595,13 @@ class CycleRunner:
             return fast
         started = time.perf_counter()
         booster = champion.bundle.booster.refit(
-            data.x, data.y, decay_rate=0.0, weight=data.weight, categorical_feature=data.pipeline.categorical_indices
-        )
+            champion.bundle.model_input(data.x), data.y, decay_rate=0.0, weight=data.weight,
+            categorical_feature=data.pipeline.categorical_indices,
+        )  # fmt: skip
         kept = {k: champion.bundle.meta[k] for k in ("params", "num_rounds") if k in champion.bundle.meta}
         meta = {**self._meta(context, "leaf refit", math.nan), **kept, "refit_of": champion.version}
-        leaves = self._scored(context, ModelBundle(booster, data.pipeline, meta), "leaf refit")
+        refit = ModelBundle(booster, data.pipeline, meta, champion.bundle.linear)
+        leaves = self._scored(context, refit, "leaf refit")
         chosen = leaves if leaves.metrics["loss"] < fast.metrics["loss"] else fast
         seconds = time.perf_counter() - started
         log.info("leaf refit: holdout loss %.5g for version %s's trees with their leaves refit on the %d new rows "
@@ -582,8 +613,10 @@ class CycleRunner:
         self, context: _Context, cv: CrossValidation, params: dict[str, Any]
     ) -> tuple[_Candidate, TrialScore]:
         """``params`` cross-validated (for the rounds) and fit on the context's data."""
-        started = time.perf_counter()
-        score = replace(cv(params), seconds=time.perf_counter() - started)
+        score = context.known.get(params_key(params))
+        if score is None:
+            started = time.perf_counter()
+            score = replace(cv(params), seconds=time.perf_counter() - started)
         return self._candidate(context, params, score.best_iteration, score.loss, "fast refit"), score
 
     def _offer_fast(
@@ -667,8 +700,8 @@ class CycleRunner:
         """Train on the whole cycle's data, score on the holdout, attach the serving profile."""
         final_params = {**context.params, **params}
         meta = self._meta(context, kind, cv_loss)
-        return self._scored(context, train_bundle(context.data.pipeline, context.dataset, final_params, rounds, meta),
-                            kind)  # fmt: skip
+        bundle = train_bundle(context.data.pipeline, context.dataset, final_params, rounds, meta, context.linear)
+        return self._scored(context, bundle, kind)
 
     def _meta(self, context: _Context, kind: str, cv_loss: float) -> dict[str, Any]:
         """What a candidate's bundle says of where it came from: this cycle, its data and watermarks."""
@@ -687,9 +720,8 @@ class CycleRunner:
         metrics, losses = holdout_scores(bundle, hx, hy)
         reference = data.x[reference_rows(data.rows_base, data.rows_observations, self.settings.seed)]
         profile = ReferenceProfile.build(pipeline, reference, metrics)
-        bundle = ModelBundle(
-            bundle.booster, pipeline, {**bundle.meta, "metrics": metrics, "profile": profile.to_dict()}
-        )
+        meta = {**bundle.meta, "metrics": metrics, "profile": profile.to_dict()}
+        bundle = replace(bundle, pipeline=pipeline, meta=meta)
         return _Candidate(bundle, metrics, losses, kind)
 
     def _decide(
@@ -778,7 +810,7 @@ class CycleRunner:
         run.set_tags({tag.BEST_TRIAL: best.number, tag.STOPPED_BY: result.stopped_by})
         run.log_figure(plots.search_history(result.trials, metric, result.optimizer), "plots/search_history.png")
         run.log_figure(
-            plots.feature_importance(candidate.booster, candidate.pipeline.feature_names),
+            plots.feature_importance(candidate.booster, candidate.feature_names),
             "plots/feature_importance.png",
         )
         run.log_json(

@@ -11,6 +11,7 @@ import lightgbm as lgb
 import numpy as np
 
 from common.bundle import ModelBundle
+from common.linear import LinearScore
 from common.pipeline import FeaturePipeline
 from common.settings import Settings
 
@@ -115,10 +116,15 @@ def task_params(pipeline: FeaturePipeline, settings: Settings, rows: int | None 
 
 
 def make_dataset(
-    pipeline: FeaturePipeline, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
+    pipeline: FeaturePipeline,
+    x: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray | None = None,
+    linear: LinearScore | None = None,
 ) -> lgb.Dataset:
+    """``x`` is the pipeline's matrix, with ``linear``'s scores appended when given."""
     return lgb.Dataset(
-        x, label=y, weight=weight, feature_name=pipeline.feature_names,
+        x, label=y, weight=weight, feature_name=pipeline.feature_names + list(linear.names if linear else ()),
         categorical_feature=pipeline.categorical_indices, free_raw_data=False,
         params={"verbosity": -1, "max_bin": 255},
     )  # fmt: skip
@@ -130,11 +136,13 @@ def train_bundle(
     params: dict[str, Any],
     num_rounds: int,
     meta: dict[str, Any],
+    linear: LinearScore | None = None,
 ) -> ModelBundle:
+    """``dataset`` holds ``linear``'s scores after the pipeline's columns when it is given."""
     started = time.perf_counter()
     booster = lgb.train(params, dataset, num_boost_round=max(1, num_rounds))
     meta = {**meta, "params": params, "num_rounds": num_rounds, "train_seconds": time.perf_counter() - started}
-    return ModelBundle(booster, pipeline, meta)
+    return ModelBundle(booster, pipeline, meta, linear)
 
 
 def holdout_scores(bundle: ModelBundle, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
