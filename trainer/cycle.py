@@ -570,7 +570,7 @@ class CycleRunner:
         champion = context.champion
         if champion.metrics is None:
             nothing = Decision(False, "no fast refit: no champion to beat", math.nan, None, 0.0)
-            return None, _Outcome(nothing, None, None), {}
+            return None, _Outcome(nothing, None, None), dict(context.known)
         params = warm_start(champion.params)
         fast, score = self._fit_fast(context, cv, params)
         fast = self._or_leaf_refit(context, fast)

@@ -9,6 +9,7 @@ import pytest
 from common.bundle import ModelBundle, sha256_hex
 from common.errors import BundleError
 from common.pipeline import FeaturePipeline
+from trainer.linear import fit_linear_score
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +65,29 @@ def test_warm_up_fails_a_model_that_cannot_read_its_own_pipelines_rows(bundle: M
     broken = ModelBundle(three, bundle.pipeline, {})  # a booster of three features behind a two-feature pipeline
     with pytest.raises(lgb.basic.LightGBMError, match="number of features"):
         broken.warm_up()
+
+
+def test_a_model_on_linear_scores_travels_with_them_and_predicts_the_same_after_loading() -> None:
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"a": rng.uniform(0, 10, 600), "b": rng.uniform(0, 10, 600), "c": rng.choice(["x", "y"], 600)})
+    df["t"] = np.where(df.a + df.b <= 8, "lo", "hi")
+    pipeline = FeaturePipeline.fit(df, "t")
+    x, y = pipeline.transform_frame(df), pipeline.encode_labels(df.t.tolist())
+    fitted = fit_linear_score(pipeline, x, y, None, seed=1)
+    assert fitted is not None
+    linear, augmented = fitted
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1}, lgb.Dataset(augmented, y), 20)
+    bundle = ModelBundle(booster, pipeline, {}, linear)
+    assert bundle.feature_names == ["a", "b", "c", "linear_score"]
+    data = bundle.to_bytes()
+    assert "linear.json" in zipfile.ZipFile(io.BytesIO(data)).namelist()
+    loaded = ModelBundle.from_bytes(data)
+    assert loaded.linear == linear
+    rows = [{"a": 1.0, "b": 2.0, "c": "x"}, {"a": 9.0, "b": None}, {}]
+    assert loaded.predict(rows) == bundle.predict(rows)
+    assert np.array_equal(loaded.predict_matrix(pipeline.transform(rows)),
+                          booster.predict(linear.augment(pipeline.transform(rows))))  # fmt: skip
+    # Without its scores the trees would read the wrong columns: such a bundle is refused.
+    without = ModelBundle(booster, pipeline, {}).to_bytes()
+    with pytest.raises(BundleError, match="model expects 4 features, pipeline gives 3"):
+        ModelBundle.from_bytes(without)

@@ -15,11 +15,12 @@ from common.bundle import ModelBundle
 from common.compiled import CompiledTrees, compile_trees
 from common.errors import BundleError, ModelStoreError
 from common.messages import ModelReload
-from common.pipeline import FeatureSpec
+from common.pipeline import FeaturePipeline, FeatureSpec
 from predictor.hot_swap import HotSwap, Outcome
 from predictor.metrics import PredictorMetrics
 from predictor.model_follower import ReloadSchedule
-from tests.predictor.conftest import features, train, wait_for
+from tests.predictor.conftest import features, synthetic_frame, train, wait_for
+from trainer.linear import fit_linear_score
 
 
 def reload(version: str, sha: str = "a" * 64) -> ModelReload:
@@ -171,6 +172,32 @@ def test_with_compiled_trees_a_model_serves_through_lightgbm_then_its_compiled_t
         matrix = bundle.pipeline.transform(rows)
         np.testing.assert_allclose(upgraded.predict_matrix(matrix), bundle.predict_matrix(matrix), rtol=0, atol=1e-9)
         assert metrics.value("compile_failures_total") == 0
+    finally:
+        swap.close()
+
+
+def test_a_model_on_linear_scores_serves_compiled_with_its_scores_appended(store: Store, tmp_path: Path) -> None:
+    pytest.importorskip("lleaves")
+    df = synthetic_frame(seed=3)
+    pipeline = FeaturePipeline.fit(df, "y")
+    x, y = pipeline.transform_frame(df), pipeline.encode_labels(df.y.tolist())
+    fitted = fit_linear_score(pipeline, x, y, None, seed=1)
+    assert fitted is not None
+    linear, augmented = fitted
+    data = lgb.Dataset(augmented, y, categorical_feature=pipeline.categorical_indices, params={"verbosity": -1})
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1}, data, 10)
+    assert booster.feature_importance()[-1] > 0  # the trees split on the score
+    bundle = ModelBundle(booster, pipeline, {"metrics": {"loss": 0.5}}, linear)
+    store.bundles[reload("3").uri] = bundle
+    rows = [features(i) for i in range(50)]
+    swap = HotSwap(store.fetch, PredictorMetrics(), sample=lambda: rows, compile=lambda b: compile_trees(b, tmp_path))
+    try:
+        assert swap.apply(reload("3")) is Outcome.SWAPPED
+        wait_for(lambda: swap.current is not None and swap.current.compiled is not None, what="compiled trees")
+        matrix = pipeline.transform(rows)
+        assert swap.current is not None
+        served = swap.current.predict_matrix(matrix)
+        np.testing.assert_allclose(served, bundle.predict_matrix(matrix), rtol=0, atol=1e-9)
     finally:
         swap.close()
 
