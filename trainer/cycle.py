@@ -506,10 +506,12 @@ class CycleRunner:
         scored = time.perf_counter()
         augmented = build_dataset(pipeline, x, data.y, data.weight, params, linear)
         linear_cv = self._cross_validation(augmented, params, pipeline.task)
+        linear_cv.best_loss = without.loss  # the bar: pruned as a search's trial would be, once it cannot reach it
         with_linear = replace(linear_cv(start), seconds=time.perf_counter() - scored)
-        keep = with_linear.loss < without.loss
+        keep = with_linear.loss < without.loss and not with_linear.pruned
         verdict = (f"{'kept' if keep else 'left out'} (cross-validated {cv.metric} {with_linear.loss:.5g} with "
-                   f"{linear.width} linear score(s), {without.loss:.5g} without)")  # fmt: skip
+                   f"{linear.width} linear score(s){' when pruned' if with_linear.pruned else ''}, "
+                   f"{without.loss:.5g} without)")  # fmt: skip
         log.info("linear score %s: %.1fs", verdict, time.perf_counter() - started)
         run.set_tags({tag.LINEAR_SCORE: verdict})
         if not keep:
