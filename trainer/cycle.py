@@ -497,15 +497,21 @@ class CycleRunner:
         cv = self._cross_validation(plain, params, pipeline.task)
         context = _Context(run, batch, data, refresh, params, plain, champion)
         fitted = settings.linear_score and fit_linear_score(pipeline, data.x, data.y, data.weight, settings.seed)
-        if not fitted:
-            return context, cv
+        return self._or_linear_score(context, cv, *fitted) if fitted else (context, cv)
+
+    def _or_linear_score(
+        self, context: _Context, cv: CrossValidation, linear: LinearScore, x: np.ndarray
+    ) -> tuple[_Context, CrossValidation]:
+        """``context`` on ``x`` (its matrix with ``linear``'s out-of-fold scores) when, for the
+        parameters the cycle starts from, the cross-validated loss is lower there; else as it is.
+        Either way the context knows that score, so the fast refit does not run it again."""
         started = time.perf_counter()
-        linear, x = fitted
-        start = warm_start(champion.params)
+        data, params = context.data, context.params
+        start = warm_start(context.champion.params)
         without = replace(cv(start), seconds=time.perf_counter() - started)
         scored = time.perf_counter()
-        augmented = build_dataset(pipeline, x, data.y, data.weight, params, linear)
-        linear_cv = self._cross_validation(augmented, params, pipeline.task)
+        augmented = build_dataset(data.pipeline, x, data.y, data.weight, params, linear)
+        linear_cv = self._cross_validation(augmented, params, data.pipeline.task)
         linear_cv.best_loss = without.loss  # the bar: pruned as a search's trial would be, once it cannot reach it
         with_linear = replace(linear_cv(start), seconds=time.perf_counter() - scored)
         keep = with_linear.loss < without.loss and not with_linear.pruned
@@ -513,13 +519,11 @@ class CycleRunner:
                    f"{linear.width} linear score(s){' when pruned' if with_linear.pruned else ''}, "
                    f"{without.loss:.5g} without)")  # fmt: skip
         log.info("linear score %s: %.1fs", verdict, time.perf_counter() - started)
-        run.set_tags({tag.LINEAR_SCORE: verdict})
+        context.run.set_tags({tag.LINEAR_SCORE: verdict})
         if not keep:
             context.known[params_key(start)] = without
             return context, cv
-        context = _Context(run, batch, data, refresh, params, augmented, champion, linear,
-                           {params_key(start): with_linear})  # fmt: skip
-        return context, linear_cv
+        return replace(context, dataset=augmented, linear=linear, known={params_key(start): with_linear}), linear_cv
 
     def _new_world_first(
         self, run: CycleRun, batch: RetrainBatch, kept: CycleData, alone: CycleData, refresh: Refresh,
