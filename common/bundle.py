@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from common.errors import BundleError
-from common.linear import LinearScore
+from common.linear import LinearScore, model_feature_names
 from common.pipeline import FeaturePipeline
 from common.profile import ReferenceProfile
 
@@ -46,7 +46,7 @@ class ModelBundle:
     @property
     def feature_names(self) -> list[str]:
         """The model's inputs: the pipeline's features, then the linear scores."""
-        return self.pipeline.feature_names + list(self.linear.names if self.linear else ())
+        return model_feature_names(self.pipeline.feature_names, self.linear)
 
     def model_input(self, matrix: np.ndarray) -> np.ndarray:
         """The pipeline's matrix as the trees read it."""

@@ -21,6 +21,17 @@ import numpy as np
 FORMAT = 1
 
 
+def standardise(values: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Numeric columns centred and scaled; a missing (or infinite) value becomes 0, the mean."""
+    z = (values - mean) / scale
+    return np.asarray(np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0), dtype=np.float64)
+
+
+def model_feature_names(pipeline_names: list[str], linear: LinearScore | None) -> list[str]:
+    """A model's inputs: the pipeline's features, then the linear scores (if it reads any)."""
+    return pipeline_names + list(linear.names if linear else ())
+
+
 @dataclass(frozen=True)
 class LinearScore:
     columns: tuple[int, ...]  # the pipeline matrix's numeric columns it reads
@@ -49,8 +60,7 @@ class LinearScore:
         return len(self.coef)
 
     def standardised(self, matrix: np.ndarray) -> np.ndarray:
-        z = (matrix[:, list(self.columns)] - np.asarray(self.mean)) / np.asarray(self.scale)
-        return np.asarray(np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0), dtype=np.float64)
+        return standardise(matrix[:, list(self.columns)], np.asarray(self.mean), np.asarray(self.scale))
 
     def scores(self, matrix: np.ndarray) -> np.ndarray:
         """One column per score, one row per row of ``matrix`` (the pipeline's matrix)."""

@@ -11,7 +11,7 @@ import lightgbm as lgb
 import numpy as np
 
 from common.bundle import ModelBundle
-from common.linear import LinearScore
+from common.linear import LinearScore, model_feature_names
 from common.pipeline import FeaturePipeline
 from common.settings import Settings
 
@@ -124,7 +124,7 @@ def make_dataset(
 ) -> lgb.Dataset:
     """``x`` is the pipeline's matrix, with ``linear``'s scores appended when given."""
     return lgb.Dataset(
-        x, label=y, weight=weight, feature_name=pipeline.feature_names + list(linear.names if linear else ()),
+        x, label=y, weight=weight, feature_name=model_feature_names(pipeline.feature_names, linear),
         categorical_feature=pipeline.categorical_indices, free_raw_data=False,
         params={"verbosity": -1, "max_bin": 255},
     )  # fmt: skip

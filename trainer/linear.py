@@ -25,7 +25,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold
 
-from common.linear import LinearScore
+from common.linear import LinearScore, standardise
 from common.pipeline import FeaturePipeline
 
 FOLDS = 5
@@ -52,7 +52,7 @@ def fit_linear_score(
         mean = np.nan_to_num(np.nanmean(raw, axis=0))
         scale = np.nanstd(raw, axis=0)
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
-    z = np.nan_to_num((raw - mean) / scale, nan=0.0, posinf=0.0, neginf=0.0)
+    z = standardise(raw, mean, scale)
     w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
     width = len(pipeline.classes) if pipeline.task == "multiclass" else 1
 

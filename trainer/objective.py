@@ -23,7 +23,7 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 
-from common.linear import LinearScore
+from common.linear import LinearScore, model_feature_names
 from common.pipeline import FeaturePipeline
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def build_dataset(
     """The cycle's one Dataset, binned now with the parameters every trial will pass again; ``x``
     holds ``linear``'s scores after the pipeline's columns when it is given."""
     dataset = lgb.Dataset(
-        x, label=y, weight=weight, feature_name=pipeline.feature_names + list(linear.names if linear else ()),
+        x, label=y, weight=weight, feature_name=model_feature_names(pipeline.feature_names, linear),
         categorical_feature=pipeline.categorical_indices, free_raw_data=False,
         params={**base_params, **DATASET_PARAMS},
     )  # fmt: skip
