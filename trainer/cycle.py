@@ -36,7 +36,7 @@ from trainer.crown import crown
 from trainer.data import BaseData, CycleData, Observations, assemble, load_base, select_observations
 from trainer.drift import ADVERSARIAL_ROWS, adversarial_validation, reference_rows
 from trainer.fit import holdout_scores, parallel_trials, task_params, train_bundle, trial_folds, usable_cores
-from trainer.linear import fit_linear_score
+from trainer.linear import fit_linear_score, linear_score_wins
 from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
 from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
 from trainer.observations import ObservationLog, Refresh
@@ -503,8 +503,9 @@ class CycleRunner:
         self, context: _Context, cv: CrossValidation, linear: LinearScore, x: np.ndarray
     ) -> tuple[_Context, CrossValidation]:
         """``context`` on ``x`` (its matrix with ``linear``'s out-of-fold scores) when, for the
-        parameters the cycle starts from, the cross-validated loss is lower there; else as it is.
-        Either way the context knows that score, so the fast refit does not run it again."""
+        parameters the cycle starts from, the cross-validated loss is lower there by more than the
+        folds' noise (``linear_score_wins``); else as it is. Either way the context knows that
+        score, so the fast refit does not run it again."""
         started = time.perf_counter()
         data, params = context.data, context.params
         start = warm_start(context.champion.params)
@@ -514,10 +515,10 @@ class CycleRunner:
         linear_cv = self._cross_validation(augmented, params, data.pipeline.task)
         linear_cv.best_loss = without.loss  # the bar: pruned as a search's trial would be, once it cannot reach it
         with_linear = replace(linear_cv(start), seconds=time.perf_counter() - scored)
-        keep = with_linear.loss < without.loss and not with_linear.pruned
+        keep, error = linear_score_wins(with_linear, without, linear_cv.folds)
         verdict = (f"{'kept' if keep else 'left out'} (cross-validated {cv.metric} {with_linear.loss:.5g} with "
                    f"{linear.width} linear score(s){' when pruned' if with_linear.pruned else ''}, "
-                   f"{without.loss:.5g} without)")  # fmt: skip
+                   f"{without.loss:.5g} without, standard error {error:.2g})")  # fmt: skip
         log.info("linear score %s: %.1fs", verdict, time.perf_counter() - started)
         context.run.set_tags({tag.LINEAR_SCORE: verdict})
         if not keep:

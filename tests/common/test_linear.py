@@ -5,7 +5,8 @@ import pytest
 from common.linear import LinearScore
 from common.pipeline import FeaturePipeline
 from tests.support.frames import slanted
-from trainer.linear import fit_linear_score
+from trainer.linear import fit_linear_score, linear_score_wins
+from trainer.objective import TrialScore
 
 
 def test_the_score_learns_a_slanted_boundary_and_reads_numeric_columns_only() -> None:
@@ -78,3 +79,20 @@ def test_a_broken_score_is_refused_when_read(change: dict[str, object], message:
     assert LinearScore.from_dict(good).width == 1
     with pytest.raises(ValueError, match=message):
         LinearScore.from_dict({**good, **change})
+
+
+@pytest.mark.parametrize(
+    ("with_score", "folds", "wins", "error"),
+    [
+        (TrialScore(0.285, 50, std=0.02), 4, True, 0.01),  # 0.300 - 0.285 = 0.015 > 0.02 / 2: clear of the noise
+        (TrialScore(0.292, 50, std=0.02), 4, False, 0.01),  # lower, but by less than its standard error
+        (TrialScore(0.299, 50), 1, True, 0.0),  # one split: no spread, the lower loss decides
+        (TrialScore(0.250, 50, std=0.02, pruned=True), 4, False, 0.01),  # pruned: never the choice
+        (TrialScore(0.310, 50, std=0.0), 4, False, 0.0),  # higher
+    ],
+)
+def test_the_score_is_kept_only_when_it_wins_by_more_than_one_standard_error(
+    with_score: TrialScore, folds: int, wins: bool, error: float
+) -> None:
+    without = TrialScore(0.300, 50, std=0.02)
+    assert linear_score_wins(with_score, without, folds) == (wins, pytest.approx(error))

@@ -35,9 +35,11 @@ def test_a_cycle_on_a_slanted_boundary_keeps_the_linear_score_and_its_model_serv
     assert result is not None and result.promoted and result.version != champion, result
     store = ModelStore(settings)
     verdict = store.client.get_run(result.run_id).data.tags["streamfit.linear_score"]
-    pattern = r"kept \(cross-validated binary_logloss (\S+) with 1 linear score\(s\), (\S+) without\)"
+    pattern = (r"kept \(cross-validated binary_logloss (\S+) with 1 linear score\(s\), (\S+) without, "
+               r"standard error (\S+)\)")  # fmt: skip
     found = re.fullmatch(pattern, verdict)
-    assert found is not None and float(found[1]) < float(found[2]), verdict
+    assert found is not None and float(found[1]) + float(found[3]) < float(found[2]), verdict
+    assert float(found[3]) > 0, verdict  # five folds: a spread to clear
     message = store.reload_message(result.version)
     bundle = store.fetch_bundle(message.uri, message.sha256)
     assert bundle.linear is not None and bundle.feature_names == ["x1", "x2", "x3", "colour", "linear_score"]
