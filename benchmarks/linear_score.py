@@ -4,7 +4,8 @@
 For each stream, seed and number of rows after the change: LightGBM with the default parameters,
 rounds by 3-fold early-stopped ``lgb.cv`` (as a cycle's fast refit), trained on the rows after the
 change, scored on the next ``TEST_ROWS``; without the scores, with them, and with what a cycle
-picks (the lower cross-validated loss of the two). Offline and deterministic: no broker, no
+picks (``trainer.linear.linear_score_wins``: the score when its cross-validated loss is lower by more
+than its standard error). Offline and deterministic: no broker, no
 services. Streams from ``benchmarks.recovery.streams``.
 """
 
@@ -24,31 +25,35 @@ from common.linear import LinearScore
 from common.pipeline import FeaturePipeline
 from common.settings import Settings
 from trainer.fit import DEFAULT_PARAMS, make_dataset, task_params
-from trainer.linear import fit_linear_score
+from trainer.linear import fit_linear_score, linear_score_wins
+from trainer.objective import TrialScore
 
 BASE_ROWS = 2000
 DRIFT_AT = 10_000
 TEST_ROWS = 2000
+FOLDS = 3
 
 
 def fit_and_score(
     pipeline: FeaturePipeline, x: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
     linear: LinearScore | None,
-) -> tuple[float, float]:  # fmt: skip
-    """(cross-validated loss, score on the test rows: accuracy %, or -MAE for regression)."""
+) -> tuple[TrialScore, float]:  # fmt: skip
+    """(cross-validated loss with its folds' spread, score on the test rows: accuracy %, or -MAE)."""
     params: dict[str, Any] = {**task_params(pipeline, Settings(num_threads=1), len(y)), **DEFAULT_PARAMS}
     dataset = make_dataset(pipeline, x, y, None, linear)
     history = lgb.cv(
-        params, dataset, num_boost_round=1000, nfold=3, stratified=pipeline.task != "regression", seed=1,
+        params, dataset, num_boost_round=1000, nfold=FOLDS, stratified=pipeline.task != "regression", seed=1,
         callbacks=[lgb.early_stopping(30, verbose=False)],
     )  # fmt: skip
     losses = cast(list[float], history[f"valid {params['metric']}-mean"])
+    spread = cast(list[float], history[f"valid {params['metric']}-stdv"])
+    cv = TrialScore(losses[-1], len(losses), std=spread[-1])
     booster = lgb.train(params, dataset, num_boost_round=len(losses))
     raw = np.asarray(booster.predict(test_x if linear is None else linear.augment(test_x)))
     if pipeline.task == "regression":
-        return losses[-1], -float(np.mean(np.abs(raw - test_y)))
+        return cv, -float(np.mean(np.abs(raw - test_y)))
     hits = (raw >= 0.5) == test_y if pipeline.task == "binary" else raw.argmax(axis=1) == test_y
-    return losses[-1], 100 * float(np.mean(hits))
+    return cv, 100 * float(np.mean(hits))
 
 
 def measure(name: str, seed: int, after: int) -> tuple[float, float, float]:
@@ -66,7 +71,7 @@ def measure(name: str, seed: int, after: int) -> tuple[float, float, float]:
         return plain, plain, plain
     linear, augmented = fitted
     linear_loss, with_linear = fit_and_score(pipeline, augmented, y, test_x, test_y, linear)
-    return plain, with_linear, with_linear if linear_loss < plain_loss else plain
+    return plain, with_linear, with_linear if linear_score_wins(linear_loss, plain_loss, FOLDS)[0] else plain
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     linear_score: bool = _field(
         True,
         "Offer the trees a linear model's scores as extra inputs (a slanted boundary from a few hundred rows); "
-        "a cycle keeps them when its cross-validation prefers them.",
+        "a cycle keeps them when they lower its cross-validated loss by more than the folds' standard error.",
         "trainer",
     )
     pre_change_weight: float = _field(
