@@ -23,13 +23,13 @@ from typing import Any
 import pandas as pd
 from kafka import OffsetAndMetadata
 
-from common.kafka import make_consumer, make_producer, read_last
-from common.messages import ModelReload, decode
-from common.model_store import ModelStore
-from common.settings import Settings, load_settings
-from predictor.batching import collect
-from predictor.encoding import prediction_json
-from predictor.service import POLL_WAIT_MS, PRODUCER_LINGER_MS
+from streamfit.common.kafka import make_consumer, make_producer, read_last
+from streamfit.common.messages import ModelReload, decode
+from streamfit.common.model_store import ModelStore
+from streamfit.common.settings import Settings, load_settings
+from streamfit.predictor.batching import collect
+from streamfit.predictor.encoding import prediction_json
+from streamfit.predictor.service import POLL_WAIT_MS, PRODUCER_LINGER_MS
 
 _running = True
 

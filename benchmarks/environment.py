@@ -22,13 +22,13 @@ from typing import Any
 
 import orjson
 
-from common.bundle import ModelBundle
-from common.kafka import ensure_topics, make_producer, send_and_wait
-from common.messages import ModelReload
-from common.model_store import ModelStore
-from common.pipeline import read_table
-from common.settings import ADULT_TEST, ADULT_TRAIN, Settings, load_settings
-from trainer.bootstrap import bootstrap
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.kafka import ensure_topics, make_producer, send_and_wait
+from streamfit.common.messages import ModelReload
+from streamfit.common.model_store import ModelStore
+from streamfit.common.pipeline import read_table
+from streamfit.common.settings import ADULT_TEST, ADULT_TRAIN, Settings, load_settings
+from streamfit.trainer.bootstrap import bootstrap
 
 log = logging.getLogger(__name__)
 

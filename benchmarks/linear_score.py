@@ -21,12 +21,12 @@ import lightgbm as lgb
 import numpy as np
 
 from benchmarks.recovery.streams import StreamSpec, make_stream
-from common.linear import LinearScore
-from common.pipeline import FeaturePipeline
-from common.settings import Settings
-from trainer.fit import DEFAULT_PARAMS, make_dataset, task_params
-from trainer.linear import fit_linear_score, linear_score_wins
-from trainer.objective import TrialScore
+from streamfit.common.linear import LinearScore
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.common.settings import Settings
+from streamfit.trainer.fit import DEFAULT_PARAMS, make_dataset, task_params
+from streamfit.trainer.linear import fit_linear_score, linear_score_wins
+from streamfit.trainer.objective import TrialScore
 
 BASE_ROWS = 2000
 DRIFT_AT = 10_000

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from benchmarks.environment import Requests
-from common.kafka import make_consumer, make_producer
-from common.settings import Settings
+from streamfit.common.kafka import make_consumer, make_producer
+from streamfit.common.settings import Settings
 
 TICK = 0.005  # seconds between two sends of the paced load
 

@@ -13,10 +13,10 @@ import orjson
 from benchmarks.environment import Requests
 from benchmarks.load import Answers, Paced, blast, wait_answered, wait_ready
 from benchmarks.services import Service
-from common.bundle import ModelBundle
-from common.compiled import CompiledTrees
-from common.messages import ModelReload
-from common.settings import Settings
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.compiled import CompiledTrees
+from streamfit.common.messages import ModelReload
+from streamfit.common.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.recovery.streams import StreamSpec, make_stream
-from common.pipeline import FeaturePipeline
-from common.settings import Settings
-from trainer.data import BaseData, assemble, select_observations
-from trainer.fit import DEFAULT_PARAMS, make_dataset, task_params
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.common.settings import Settings
+from streamfit.trainer.data import BaseData, assemble, select_observations
+from streamfit.trainer.fit import DEFAULT_PARAMS, make_dataset, task_params
 
 BASE_ROWS = 2000
 DRIFT_AT = 10_000

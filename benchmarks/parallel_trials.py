@@ -20,11 +20,11 @@ import statistics
 import time
 from typing import Any
 
-from common.pipeline import FeaturePipeline, read_table
-from common.settings import ADULT_TRAIN, load_settings
-from trainer.fit import task_params, usable_cores
-from trainer.objective import CrossValidation, build_dataset
-from trainer.search import Search, warm_start
+from streamfit.common.pipeline import FeaturePipeline, read_table
+from streamfit.common.settings import ADULT_TRAIN, load_settings
+from streamfit.trainer.fit import task_params, usable_cores
+from streamfit.trainer.objective import CrossValidation, build_dataset
+from streamfit.trainer.search import Search, warm_start
 
 POINTS = ({"learning_rate": 0.05}, {"learning_rate": 0.1, "num_leaves": 15})
 

@@ -24,7 +24,7 @@ from benchmarks.load import wait_compiled, wait_ready
 from benchmarks.plan import PLANS, Plan
 from benchmarks.report import DOC, Row, table, write
 from benchmarks.services import Service, System
-from common.compiled import compile_trees
+from streamfit.common.compiled import compile_trees
 from streamfit.kafka_server import free_port
 
 log = logging.getLogger("benchmarks")

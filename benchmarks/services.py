@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from common.lifecycle import stop_process
-from common.settings import Settings
+from streamfit.common.lifecycle import stop_process
+from streamfit.common.settings import Settings
 
 System = Literal["predictor", "echo", "seed"]
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from common.model_store import ModelStore
-from common.pipeline import FeaturePipeline, read_table
-from common.settings import Settings
-from trainer.fit import evaluate, task_params, train_bundle
-from trainer.objective import CrossValidation, TrialScore, build_dataset
-from trainer.search import Search, params_key
-from trainer.service import Trainer
+from streamfit.common.model_store import ModelStore
+from streamfit.common.pipeline import FeaturePipeline, read_table
+from streamfit.common.settings import Settings
+from streamfit.trainer.fit import evaluate, task_params, train_bundle
+from streamfit.trainer.objective import CrossValidation, TrialScore, build_dataset
+from streamfit.trainer.search import Search, params_key
+from streamfit.trainer.service import Trainer
 
 log = logging.getLogger(__name__)
 

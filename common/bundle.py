@@ -20,10 +20,10 @@ import lightgbm as lgb
 import numpy as np
 import orjson
 
-from common.errors import BundleError
-from common.linear import LinearScore, model_feature_names
-from common.pipeline import FeaturePipeline
-from common.profile import ReferenceProfile
+from streamfit.common.errors import BundleError
+from streamfit.common.linear import LinearScore, model_feature_names
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.common.profile import ReferenceProfile
 
 BUNDLE_FORMAT = 1
 BUNDLE_FILE = "streamfit-bundle.zip"

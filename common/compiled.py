@@ -26,7 +26,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from common.errors import BundleError, ConfigError
+from streamfit.common.errors import BundleError, ConfigError
 
 CACHE_DIR = Path.home() / ".cache" / "streamfit" / "compiled"
 SCORE_TOLERANCE = 1e-9  # lleaves sums the same doubles in another order: 1e-16 apart on models seen here

@@ -15,7 +15,7 @@ from types import TracebackType
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from common.errors import ConfigError
+from streamfit.common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from common.errors import BrokerRefused, BrokerUnavailable, ConfigError
-from common.messages import Message
-from common.settings import Settings
+from streamfit.common.errors import BrokerRefused, BrokerUnavailable, ConfigError
+from streamfit.common.messages import Message
+from streamfit.common.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from common.settings import Settings
+from streamfit.common.settings import Settings
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 

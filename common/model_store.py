@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import tags as tag
-from common.bundle import BUNDLE_FILE, ModelBundle, sha256_hex
-from common.errors import BundleError, ModelStoreError
-from common.messages import ModelReload
-from common.settings import Settings
-from common.tags import text
+from streamfit.common import tags as tag
+from streamfit.common.bundle import BUNDLE_FILE, ModelBundle, sha256_hex
+from streamfit.common.errors import BundleError, ModelStoreError
+from streamfit.common.messages import ModelReload
+from streamfit.common.settings import Settings
+from streamfit.common.tags import text
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from common.errors import ConfigError
+from streamfit.common.errors import ConfigError
 
 Task = Literal["binary", "multiclass", "regression"]
 Kind = Literal["numeric", "categorical"]

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from common.pipeline import FeaturePipeline
+from streamfit.common.pipeline import FeaturePipeline
 
 PROFILE_FORMAT = 1
 NUMERIC_BINS = 10

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.errors import ConfigError
+from streamfit.common.errors import ConfigError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 ADULT_TRAIN = DATA_DIR / "adult_train.csv.gz"

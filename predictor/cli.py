@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from common.settings import Group, Settings
+from streamfit.common.settings import Group, Settings
 
 GROUPS: tuple[Group, ...] = ("kafka", "model", "predictor", "general")
 
@@ -30,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from common.lifecycle import stop_on_signals
-    from common.logs import log_settings
-    from predictor.service import Predictor
+    from streamfit.common.lifecycle import stop_on_signals
+    from streamfit.common.logs import log_settings
+    from streamfit.predictor.service import Predictor
 
     log_settings(log, settings, "predictor")
     predictor = Predictor(settings, group_id=args.group_id, replica_id=args.replica_id)

@@ -51,12 +51,12 @@ from typing import Any, Final
 
 import numpy as np
 
-from common.bundle import ModelBundle
-from common.change import MIN_SEGMENT, Change, Z, latest_change
-from common.pipeline import category_key
-from common.profile import PSI_FLOOR, ReferenceProfile
-from predictor.interim import MIN_ROWS as INTERIM_MIN_ROWS
-from predictor.interim import Rows
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.change import MIN_SEGMENT, Change, Z, latest_change
+from streamfit.common.pipeline import category_key
+from streamfit.common.profile import PSI_FLOOR, ReferenceProfile
+from streamfit.predictor.interim import MIN_ROWS as INTERIM_MIN_ROWS
+from streamfit.predictor.interim import Rows
 
 log = logging.getLogger(__name__)
 

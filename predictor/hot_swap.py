@@ -25,12 +25,12 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from common.bundle import ModelBundle
-from common.compiled import CompiledTrees, same_predictions
-from common.errors import BundleError, ModelStoreError
-from common.messages import ModelReload
-from common.pipeline import FeaturePipeline
-from predictor.metrics import PredictorMetrics
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.compiled import CompiledTrees, same_predictions
+from streamfit.common.errors import BundleError, ModelStoreError
+from streamfit.common.messages import ModelReload
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.predictor.metrics import PredictorMetrics
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from common.messages import Decoder, Label, Rejected, Request
-from common.pipeline import FeaturePipeline
-from predictor.label_join import NO_LABEL
+from streamfit.common.messages import Decoder, Label, Rejected, Request
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.predictor.label_join import NO_LABEL
 
 RejectKind = Literal["too_large", "decode", "schema", "features", "label"]
 

@@ -35,7 +35,7 @@ from typing import Any, Final
 import lightgbm as lgb
 import numpy as np
 
-from common.pipeline import FeaturePipeline
+from streamfit.common.pipeline import FeaturePipeline
 
 # Labelled rows since the change before a model is fitted on them: with FOLDS folds each fold's model
 # then trains on 6 rows or more, the fewest on which a tree can split (3 rows a leaf, ``PARAMS``); on

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from predictor.drift import DriftMonitor
-from predictor.label_join import LabelJoin
+from streamfit.predictor.drift import DriftMonitor
+from streamfit.predictor.label_join import LabelJoin
 
 NAMESPACE = "streamfit_predictor"
 BATCH_SIZES = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)

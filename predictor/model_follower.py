@@ -18,12 +18,12 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from common.kafka import make_consumer
-from common.messages import Decoder, ModelReload, Rejected
-from common.settings import Settings
-from predictor.hot_swap import HotSwap, Outcome
-from predictor.metrics import PredictorMetrics
-from predictor.throttled_log import ThrottledLog
+from streamfit.common.kafka import make_consumer
+from streamfit.common.messages import Decoder, ModelReload, Rejected
+from streamfit.common.settings import Settings
+from streamfit.predictor.hot_swap import HotSwap, Outcome
+from streamfit.predictor.metrics import PredictorMetrics
+from streamfit.predictor.throttled_log import ThrottledLog
 
 log = logging.getLogger(__name__)
 

@@ -26,27 +26,27 @@ from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartitio
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError, ProducerFencedError
 
-from common.bundle import ModelBundle
-from common.compiled import compile_trees, require_compiler
-from common.errors import BrokerUnavailable, ModelStoreError
-from common.health import HealthServer
-from common.kafka import CO_PARTITIONED, await_partitions, ensure_topics, make_consumer, make_producer
-from common.messages import FeatureDrift, Retrain, dead_letter
-from common.model_store import ModelStore
-from common.settings import Settings
-from predictor.batching import PolledBatch, collect
-from predictor.drift import Alarm, DriftMonitor
-from predictor.encoding import observation_json, prediction_json
-from predictor.hot_swap import HotSwap, LoadedModel
-from predictor.intake import Intake, Reader
-from predictor.interim import LIFETIME as INTERIM_LIFETIME
-from predictor.interim import InterimModel, learn
-from predictor.label_join import NO_LABEL, LabelJoin, Served
-from predictor.metrics import PredictorMetrics
-from predictor.model_follower import ModelFollower
-from predictor.retrain_signal import RetrainCounter
-from predictor.served_sample import ServedSample
-from predictor.throttled_log import ThrottledLog
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.compiled import compile_trees, require_compiler
+from streamfit.common.errors import BrokerUnavailable, ModelStoreError
+from streamfit.common.health import HealthServer
+from streamfit.common.kafka import CO_PARTITIONED, await_partitions, ensure_topics, make_consumer, make_producer
+from streamfit.common.messages import FeatureDrift, Retrain, dead_letter
+from streamfit.common.model_store import ModelStore
+from streamfit.common.settings import Settings
+from streamfit.predictor.batching import PolledBatch, collect
+from streamfit.predictor.drift import Alarm, DriftMonitor
+from streamfit.predictor.encoding import observation_json, prediction_json
+from streamfit.predictor.hot_swap import HotSwap, LoadedModel
+from streamfit.predictor.intake import Intake, Reader
+from streamfit.predictor.interim import LIFETIME as INTERIM_LIFETIME
+from streamfit.predictor.interim import InterimModel, learn
+from streamfit.predictor.label_join import NO_LABEL, LabelJoin, Served
+from streamfit.predictor.metrics import PredictorMetrics
+from streamfit.predictor.model_follower import ModelFollower
+from streamfit.predictor.retrain_signal import RetrainCounter
+from streamfit.predictor.served_sample import ServedSample
+from streamfit.predictor.throttled_log import ThrottledLog
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,14 @@
 
 ``streamfit demo`` runs it in-process::
 
-    from sample_app import SampleAppOptions, run_sample_app
+    from streamfit.sample_app import SampleAppOptions, run_sample_app
     summary = run_sample_app(settings, SampleAppOptions(count=3000, drift_at=1500, plot=path))
 """
 
-from sample_app.drift import DriftPlan, apply_drift, plan_drift
-from sample_app.progress import render_summary
-from sample_app.stats import Summary, Swap, VersionStats
-from sample_app.stream import SampleAppOptions, run_sample_app
+from streamfit.sample_app.drift import DriftPlan, apply_drift, plan_drift
+from streamfit.sample_app.progress import render_summary
+from streamfit.sample_app.stats import Summary, Swap, VersionStats
+from streamfit.sample_app.stream import SampleAppOptions, run_sample_app
 
 __all__ = [
     "DriftPlan",

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from common.logs import log_settings
-from common.settings import Group, Settings
-from sample_app.progress import render_summary
-from sample_app.stream import SampleAppOptions, run_sample_app
+from streamfit.common.logs import log_settings
+from streamfit.common.settings import Group, Settings
+from streamfit.sample_app.progress import render_summary
+from streamfit.sample_app.stream import SampleAppOptions, run_sample_app
 
 GROUPS: tuple[Group, ...] = ("kafka", "model", "general")
 

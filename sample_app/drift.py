@@ -29,9 +29,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from common.errors import ConfigError
-from common.pipeline import category_key
-from sample_app.source import Task, Value, to_value
+from streamfit.common.errors import ConfigError
+from streamfit.common.pipeline import category_key
+from streamfit.sample_app.source import Task, Value, to_value
 
 SegmentKind = Literal["equals", "above", "all"]
 

@@ -12,9 +12,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from common.errors import ConfigError
-from sample_app.progress import metric_label
-from sample_app.stats import StreamStats, Summary
+from streamfit.common.errors import ConfigError
+from streamfit.sample_app.progress import metric_label
+from streamfit.sample_app.stats import StreamStats, Summary
 
 MAX_POINTS = 20_000  # latency dots drawn; more are thinned evenly
 MIN_SCORED = 20  # the rolling metric is drawn once this many answers (or the window) are scored

@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from sample_app.stats import Metric, Snapshot, Summary
+from streamfit.sample_app.stats import Metric, Snapshot, Summary
 
 log = logging.getLogger("sample_app")
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from common.errors import ConfigError
-from common.pipeline import FeaturePipeline, read_table
+from streamfit.common.errors import ConfigError
+from streamfit.common.pipeline import FeaturePipeline, read_table
 
 # A JSON value of a feature or a label, as ``common.messages.Request`` accepts it.
 Value = bool | int | float | str | None

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from common.pipeline import category_key
-from sample_app.source import Task, Value
+from streamfit.common.pipeline import category_key
+from streamfit.sample_app.source import Task, Value
 
 Metric = Literal["accuracy", "mae"]
 

@@ -38,14 +38,14 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from rich.console import Console
 
-from common.errors import BrokerUnavailable, ConfigError
-from common.kafka import ensure_topics, make_consumer, make_producer
-from common.messages import Decoder, Label, Prediction, Rejected, Request
-from common.settings import Settings
-from sample_app.drift import DriftPlan, apply_drift, plan_drift
-from sample_app.progress import ProgressMode, View, make_view
-from sample_app.source import Source, Value, load_source
-from sample_app.stats import Snapshot, StreamStats, Summary, score_answer
+from streamfit.common.errors import BrokerUnavailable, ConfigError
+from streamfit.common.kafka import ensure_topics, make_consumer, make_producer
+from streamfit.common.messages import Decoder, Label, Prediction, Rejected, Request
+from streamfit.common.settings import Settings
+from streamfit.sample_app.drift import DriftPlan, apply_drift, plan_drift
+from streamfit.sample_app.progress import ProgressMode, View, make_view
+from streamfit.sample_app.source import Source, Value, load_source
+from streamfit.sample_app.stats import Snapshot, StreamStats, Summary, score_answer
 
 log = logging.getLogger("sample_app")
 
@@ -164,7 +164,7 @@ def run_sample_app(
                 f"Kafka failed during the run at {settings.bootstrap_servers} ({type(exc).__name__}: {exc})"
             ) from exc
     if options.plot is not None and summary.answered:
-        from sample_app.plot import save_plot  # matplotlib only when a plot is asked for
+        from streamfit.sample_app.plot import save_plot  # matplotlib only when a plot is asked for
 
         try:
             save_plot(options.plot, loop.stats, summary)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from common.settings import Settings
+from streamfit.common.settings import Settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from common.messages import json_schemas
+from streamfit.common.messages import json_schemas
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 

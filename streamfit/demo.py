@@ -29,8 +29,8 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from common.errors import StreamfitError
-from common.settings import Group, Settings, load_settings
+from streamfit.common.errors import StreamfitError
+from streamfit.common.settings import Group, Settings, load_settings
 
 GROUPS: tuple[Group, ...] = ("model", "predictor", "trainer", "general")
 
@@ -171,9 +171,9 @@ class Demo:
 
     # --- the run --------------------------------------------------------------------------------
     def run(self) -> int:
-        from sample_app import SampleAppOptions, run_sample_app
         from streamfit.broker import EmbeddedBroker
-        from trainer.bootstrap import bootstrap
+        from streamfit.sample_app import SampleAppOptions, run_sample_app
+        from streamfit.trainer.bootstrap import bootstrap
 
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
@@ -229,7 +229,7 @@ class Demo:
 
     # --- the report ---------------------------------------------------------------------------------
     def report(self, summary: Any, elapsed: float) -> None:
-        from common.model_store import ModelStore
+        from streamfit.common.model_store import ModelStore
 
         console = self.console
         store = ModelStore(self.settings)

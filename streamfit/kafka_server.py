@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.lifecycle import stop_process
+from streamfit.common.lifecycle import stop_process
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 

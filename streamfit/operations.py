@@ -17,13 +17,13 @@ from kafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from common import tags as tag
-from common.errors import ConfigError, StreamfitError
-from common.kafka import make_admin, make_consumer, make_producer, send_and_wait
-from common.messages import ModelReload, Retrain, decode
-from common.model_store import ModelStore
-from common.settings import Group, Settings
-from trainer.crown import crown
+from streamfit.common import tags as tag
+from streamfit.common.errors import ConfigError, StreamfitError
+from streamfit.common.kafka import make_admin, make_consumer, make_producer, send_and_wait
+from streamfit.common.messages import ModelReload, Retrain, decode
+from streamfit.common.model_store import ModelStore
+from streamfit.common.settings import Group, Settings
+from streamfit.trainer.crown import crown
 
 GROUPS: tuple[Group, ...] = ("kafka", "model", "general")
 SERVICES = ("predictor", "trainer")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from common.settings import Settings, load_settings
+from streamfit.common.settings import Settings, load_settings
 
 
 @pytest.fixture(scope="session")

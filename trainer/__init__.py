@@ -23,19 +23,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from trainer.cycle import CycleResult
-    from trainer.service import Trainer
+    from streamfit.trainer.cycle import CycleResult
+    from streamfit.trainer.service import Trainer
 
 __all__ = ["CycleResult", "Trainer"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "Trainer":
-        from trainer.service import Trainer
+        from streamfit.trainer.service import Trainer
 
         return Trainer
     if name == "CycleResult":
-        from trainer.cycle import CycleResult
+        from streamfit.trainer.cycle import CycleResult
 
         return CycleResult
     raise AttributeError(f"module 'trainer' has no attribute {name!r}")

@@ -9,19 +9,19 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from common import tags as tag
-from common.bundle import ModelBundle
-from common.errors import ConfigError
-from common.kafka import ensure_topics, make_producer, send_and_wait
-from common.messages import ModelReload
-from common.model_store import ModelStore
-from common.pipeline import FeaturePipeline, read_table
-from common.profile import ReferenceProfile
-from common.settings import Settings
-from trainer.crown import crown
-from trainer.drift import reference_rows
-from trainer.fit import DEFAULT_PARAMS, evaluate, make_dataset, task_params, train_bundle
-from trainer.tracking import CycleRun
+from streamfit.common import tags as tag
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.errors import ConfigError
+from streamfit.common.kafka import ensure_topics, make_producer, send_and_wait
+from streamfit.common.messages import ModelReload
+from streamfit.common.model_store import ModelStore
+from streamfit.common.pipeline import FeaturePipeline, read_table
+from streamfit.common.profile import ReferenceProfile
+from streamfit.common.settings import Settings
+from streamfit.trainer.crown import crown
+from streamfit.trainer.drift import reference_rows
+from streamfit.trainer.fit import DEFAULT_PARAMS, evaluate, make_dataset, task_params, train_bundle
+from streamfit.trainer.tracking import CycleRun
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from common.settings import Group, Settings
+from streamfit.common.settings import Group, Settings
 
 GROUPS: tuple[Group, ...] = ("model", "trainer", "kafka", "general")
 
@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from trainer.bootstrap import bootstrap
+    from streamfit.trainer.bootstrap import bootstrap
 
     message = bootstrap(settings, publish=not args.no_publish)
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in message.metrics.items() if k != "rows")

@@ -15,8 +15,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from common.logs import log_settings
-from common.settings import Group, Settings
+from streamfit.common.logs import log_settings
+from streamfit.common.settings import Group, Settings
 
 if TYPE_CHECKING:
     pass
@@ -42,10 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from common.lifecycle import stop_on_signals
-    from trainer.cycle import CycleAborted
-    from trainer.metrics import serve
-    from trainer.service import Trainer
+    from streamfit.common.lifecycle import stop_on_signals
+    from streamfit.trainer.cycle import CycleAborted
+    from streamfit.trainer.metrics import serve
+    from streamfit.trainer.service import Trainer
 
     log_settings(log, settings, "trainer")
     with contextlib.ExitStack() as stack:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from common.messages import Decoder, Rejected, Retrain
+from streamfit.common.messages import Decoder, Rejected, Retrain
 
 REASON_PRIORITY = ("drift", "manual", "count")  # the batch is named after its most urgent request
 

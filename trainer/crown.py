@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from common import tags as tag
-from common.messages import ModelReload
-from common.model_store import ModelStore
+from streamfit.common import tags as tag
+from streamfit.common.messages import ModelReload
+from streamfit.common.model_store import ModelStore
 
 
 class Tagged(Protocol):

@@ -20,31 +20,31 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-import common
-from common import tags as tag
-from common.bundle import ModelBundle
-from common.change import latest_change
-from common.errors import BundleError, TrainServeSkew
-from common.linear import LinearScore
-from common.messages import ModelReload
-from common.model_store import ModelStore
-from common.profile import ReferenceProfile
-from common.settings import Settings
-from trainer import plots
-from trainer.coalesce import RetrainBatch
-from trainer.crown import crown
-from trainer.data import BaseData, CycleData, Observations, assemble, load_base, select_observations
-from trainer.drift import ADVERSARIAL_ROWS, adversarial_validation, reference_rows
-from trainer.fit import holdout_scores, parallel_trials, task_params, train_bundle, trial_folds, usable_cores
-from trainer.linear import fit_linear_score, linear_score_wins
-from trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
-from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
-from trainer.observations import ObservationLog, Refresh
-from trainer.progress import SearchProgress
-from trainer.promotion import Decision, better_share, decide
-from trainer.publisher import Publisher
-from trainer.search import Search, SearchResult, Trial, params_key, past_points, warm_start
-from trainer.tracking import CycleRun
+from streamfit import common
+from streamfit.common import tags as tag
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.change import latest_change
+from streamfit.common.errors import BundleError, TrainServeSkew
+from streamfit.common.linear import LinearScore
+from streamfit.common.messages import ModelReload
+from streamfit.common.model_store import ModelStore
+from streamfit.common.profile import ReferenceProfile
+from streamfit.common.settings import Settings
+from streamfit.trainer import plots
+from streamfit.trainer.coalesce import RetrainBatch
+from streamfit.trainer.crown import crown
+from streamfit.trainer.data import BaseData, CycleData, Observations, assemble, load_base, select_observations
+from streamfit.trainer.drift import ADVERSARIAL_ROWS, adversarial_validation, reference_rows
+from streamfit.trainer.fit import holdout_scores, parallel_trials, task_params, train_bundle, trial_folds, usable_cores
+from streamfit.trainer.linear import fit_linear_score, linear_score_wins
+from streamfit.trainer.metrics import CYCLE_SECONDS, CYCLES, DRIFT_SCORE, SKEW_CHECKED, SKEW_MISMATCHES, TRIALS
+from streamfit.trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
+from streamfit.trainer.observations import ObservationLog, Refresh
+from streamfit.trainer.progress import SearchProgress
+from streamfit.trainer.promotion import Decision, better_share, decide
+from streamfit.trainer.publisher import Publisher
+from streamfit.trainer.search import Search, SearchResult, Trial, params_key, past_points, warm_start
+from streamfit.trainer.tracking import CycleRun
 
 log = logging.getLogger(__name__)
 

@@ -51,9 +51,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.errors import ConfigError
-from common.pipeline import FeaturePipeline, read_table
-from common.settings import Settings
+from streamfit.common.errors import ConfigError
+from streamfit.common.pipeline import FeaturePipeline, read_table
+from streamfit.common.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from common.pipeline import FeaturePipeline
-from common.profile import REFERENCE_ROWS
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.common.profile import REFERENCE_ROWS
 
 ADVERSARIAL_ROWS = 2000  # most rows of each side in the adversarial sample
 ADVERSARIAL_MIN_ROWS = 100  # fewer new observations: no adversarial validation

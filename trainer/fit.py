@@ -10,10 +10,10 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from common.bundle import ModelBundle
-from common.linear import LinearScore, model_feature_names
-from common.pipeline import FeaturePipeline
-from common.settings import Settings
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.linear import LinearScore, model_feature_names
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.common.settings import Settings
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "learning_rate": 0.05,

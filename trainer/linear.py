@@ -26,9 +26,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold
 
-from common.linear import LinearScore, standardise
-from common.pipeline import FeaturePipeline
-from trainer.objective import TrialScore
+from streamfit.common.linear import LinearScore, standardise
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.trainer.objective import TrialScore
 
 FOLDS = 5
 MIN_ROWS = 50  # fewer rows than this: no linear score

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
-from common.settings import Settings
+from streamfit.common.settings import Settings
 
 if TYPE_CHECKING:
-    from common.health import HealthServer, Probe
+    from streamfit.common.health import HealthServer, Probe
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,6 @@ def serve(settings: Settings, ready: Probe | None = None) -> HealthServer | None
     """/metrics, /healthz and /readyz on ``metrics_port`` (0: off); the caller closes it."""
     if not settings.metrics_port:
         return None
-    from common.health import HealthServer, always_ok
+    from streamfit.common.health import HealthServer, always_ok
 
     return HealthServer(settings.metrics_port, REGISTRY, ready=ready or always_ok).start()

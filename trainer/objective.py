@@ -23,8 +23,8 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 
-from common.linear import LinearScore, model_feature_names
-from common.pipeline import FeaturePipeline
+from streamfit.common.linear import LinearScore, model_feature_names
+from streamfit.common.pipeline import FeaturePipeline
 
 log = logging.getLogger(__name__)
 

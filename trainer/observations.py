@@ -28,13 +28,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from common.errors import BrokerUnavailable
-from common.kafka import make_consumer
-from common.messages import DeadLetter, Decoder, Observation, Rejected, dead_letter
-from common.pipeline import FeaturePipeline
-from common.settings import Settings
-from trainer.data import invalid_observation
-from trainer.drift import skew
+from streamfit.common.errors import BrokerUnavailable
+from streamfit.common.kafka import make_consumer
+from streamfit.common.messages import DeadLetter, Decoder, Observation, Rejected, dead_letter
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.common.settings import Settings
+from streamfit.trainer.data import invalid_observation
+from streamfit.trainer.drift import skew
 
 log = logging.getLogger(__name__)
 

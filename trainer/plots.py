@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from trainer.search import Trial
+from streamfit.trainer.search import Trial
 
 TOP_FEATURES = 20
 

@@ -9,7 +9,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from trainer.search import Trial
+from streamfit.trainer.search import Trial
 
 log = logging.getLogger(__name__)
 

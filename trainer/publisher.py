@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from common.kafka import make_producer, send_and_wait
-from common.messages import DeadLetter, ModelReload
-from common.settings import Settings
-from trainer.metrics import DEAD_LETTERS
+from streamfit.common.kafka import make_producer, send_and_wait
+from streamfit.common.messages import DeadLetter, ModelReload
+from streamfit.common.settings import Settings
+from streamfit.trainer.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,13 @@ from collections.abc import Callable
 
 import orjson
 
-from common import tags as tag
-from common.kafka import read_last
-from common.messages import ModelReload, Rejected, decode
-from common.model_store import ModelStore
-from common.settings import Settings
-from trainer.coalesce import RetrainBatch, offsets_cover
-from trainer.tracking import DONE_STATES, CycleRun, store_call
+from streamfit.common import tags as tag
+from streamfit.common.kafka import read_last
+from streamfit.common.messages import ModelReload, Rejected, decode
+from streamfit.common.model_store import ModelStore
+from streamfit.common.settings import Settings
+from streamfit.trainer.coalesce import RetrainBatch, offsets_cover
+from streamfit.trainer.tracking import DONE_STATES, CycleRun, store_call
 
 log = logging.getLogger(__name__)
 

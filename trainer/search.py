@@ -32,8 +32,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from common.errors import SearchFailed
-from trainer.objective import TrialInterrupted, TrialScore
+from streamfit.common.errors import SearchFailed
+from streamfit.trainer.objective import TrialInterrupted, TrialScore
 
 log = logging.getLogger(__name__)
 

@@ -26,16 +26,16 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from common.errors import BrokerUnavailable, ConfigError, StreamfitError
-from common.kafka import ensure_topics, make_consumer
-from common.messages import dead_letter
-from common.model_store import ModelStore
-from common.settings import Settings
-from trainer.coalesce import RetrainBatch, coalesce
-from trainer.cycle import CycleAborted, CyclePreempted, CycleResult, CycleRunner
-from trainer.metrics import CYCLES, RETRAIN_REQUESTS
-from trainer.publisher import Publisher
-from trainer.recovery import close_interrupted_cycles, completed_run_for, finish_interrupted_promotions
+from streamfit.common.errors import BrokerUnavailable, ConfigError, StreamfitError
+from streamfit.common.kafka import ensure_topics, make_consumer
+from streamfit.common.messages import dead_letter
+from streamfit.common.model_store import ModelStore
+from streamfit.common.settings import Settings
+from streamfit.trainer.coalesce import RetrainBatch, coalesce
+from streamfit.trainer.cycle import CycleAborted, CyclePreempted, CycleResult, CycleRunner
+from streamfit.trainer.metrics import CYCLES, RETRAIN_REQUESTS
+from streamfit.trainer.publisher import Publisher
+from streamfit.trainer.recovery import close_interrupted_cycles, completed_run_for, finish_interrupted_promotions
 
 log = logging.getLogger(__name__)
 

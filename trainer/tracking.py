@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 
 import orjson
 
-from common import tags as tag
-from common.errors import ModelStoreError
-from common.model_store import ModelStore
-from common.tags import MAX_TAG, text
-from trainer.search import Trial
+from streamfit.common import tags as tag
+from streamfit.common.errors import ModelStoreError
+from streamfit.common.model_store import ModelStore
+from streamfit.common.tags import MAX_TAG, text
+from streamfit.trainer.search import Trial
 
 log = logging.getLogger(__name__)
 

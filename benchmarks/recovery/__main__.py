@@ -23,7 +23,7 @@ from benchmarks.recovery.evaluate import StreamResult, evaluate, river_predictio
 from benchmarks.recovery.replay import ROOT, RunOptions, broker, replay
 from benchmarks.recovery.report import RunInfo, write
 from benchmarks.recovery.streams import STREAMS, StreamSpec, make_stream
-from common.errors import ConfigError
+from streamfit.common.errors import ConfigError
 
 log = logging.getLogger("benchmarks.recovery")
 

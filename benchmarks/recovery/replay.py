@@ -34,11 +34,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmarks.recovery.streams import LabelledStream
 from benchmarks.services import environment
-from common import tags as tag
-from common.kafka import ensure_topics, make_consumer, make_producer
-from common.lifecycle import stop_process
-from common.messages import Decoder, Label, Prediction, Rejected, Request
-from common.settings import Settings, load_settings
+from streamfit.common import tags as tag
+from streamfit.common.kafka import ensure_topics, make_consumer, make_producer
+from streamfit.common.lifecycle import stop_process
+from streamfit.common.messages import Decoder, Label, Prediction, Rejected, Request
+from streamfit.common.settings import Settings, load_settings
 from streamfit.kafka_server import free_port
 
 log = logging.getLogger(__name__)
@@ -372,7 +372,7 @@ class Client:
 
 def read_cycles(settings: Settings, started_at: float) -> list[dict[str, Any]]:
     """The trainer's cycles from MLflow (runs tagged as cycles): reason, outcome, version, timing."""
-    from common.model_store import ModelStore
+    from streamfit.common.model_store import ModelStore
 
     try:
         store = ModelStore(settings)
@@ -404,7 +404,7 @@ def read_cycles(settings: Settings, started_at: float) -> list[dict[str, Any]]:
 def frozen_predictions(settings: Settings, stream: LabelledStream, base_rows: int, chunk: int = 5000) -> list[Any]:
     """Version 1 (the bootstrap model, never retrained) on every request, loaded from the MLflow store
     with the project's own code, predicted in batches."""
-    from common.model_store import ModelStore
+    from streamfit.common.model_store import ModelStore
 
     store = ModelStore(settings)
     first = store.reload_message("1")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.pipeline import category_key
+from streamfit.common.pipeline import category_key
 
 CLASSIFICATION_METRIC = "accuracy (%)"
 REGRESSION_METRIC = "R² (% of the variance explained)"

@@ -19,11 +19,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from common.errors import ConfigError
-from common.pipeline import FeaturePipeline, read_table
-from common.settings import ADULT_TEST, ADULT_TRAIN
-from sample_app.drift import apply_drift, plan_drift
-from sample_app.source import to_value
+from streamfit.common.errors import ConfigError
+from streamfit.common.pipeline import FeaturePipeline, read_table
+from streamfit.common.settings import ADULT_TEST, ADULT_TRAIN
+from streamfit.sample_app.drift import apply_drift, plan_drift
+from streamfit.sample_app.source import to_value
 
 TARGET = "y"
 STREAMS = ("agrawal", "sea", "sine", "stagger", "mixed", "led", "hyperplane", "friedman", "none", "adult", "csv")

@@ -19,7 +19,7 @@ import pytest
 from benchmarks.recovery import scoring
 from benchmarks.recovery.river_baseline import prequential
 from benchmarks.recovery.streams import StreamSpec, make_stream
-from common.errors import ConfigError
+from streamfit.common.errors import ConfigError
 
 # --- streams -------------------------------------------------------------------------------------
 

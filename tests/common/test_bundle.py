@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.bundle import ModelBundle, sha256_hex
-from common.errors import BundleError
-from common.pipeline import FeaturePipeline
-from trainer.linear import fit_linear_score
+from streamfit.common.bundle import ModelBundle, sha256_hex
+from streamfit.common.errors import BundleError
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.trainer.linear import fit_linear_score
 
 
 @pytest.fixture(scope="module")

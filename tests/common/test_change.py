@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.change import latest_change
-from trainer.promotion import better_share, decide
+from streamfit.common.change import latest_change
+from streamfit.trainer.promotion import better_share, decide
 
 
 def errors(*segments: tuple[int, float], seed: int = 0) -> np.ndarray:

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.compiled import SCORE_TOLERANCE, compile_trees, same_predictions
-from common.pipeline import FeaturePipeline
+from streamfit.common.compiled import SCORE_TOLERANCE, compile_trees, same_predictions
+from streamfit.common.pipeline import FeaturePipeline
 
 pytest.importorskip("lleaves", reason="the fast extra: pip install 'streamfit[fast]'")
 

@@ -5,10 +5,10 @@ import time
 import pytest
 from kafka.admin import NewTopic
 
-from common.errors import BrokerUnavailable, ConfigError
-from common.kafka import ensure_topics, make_admin, make_consumer, make_producer, read_last, send_and_wait
-from common.messages import Label, decode
-from common.settings import load_settings
+from streamfit.common.errors import BrokerUnavailable, ConfigError
+from streamfit.common.kafka import ensure_topics, make_admin, make_consumer, make_producer, read_last, send_and_wait
+from streamfit.common.messages import Label, decode
+from streamfit.common.settings import load_settings
 from tests.conftest import SettingsFactory, unique_group
 
 pytestmark = pytest.mark.kafka

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from common.lifecycle import GracefulStop, stop_on_signals, stop_process
+from streamfit.common.lifecycle import GracefulStop, stop_on_signals, stop_process
 
 
 def test_first_signal_stops_gracefully_second_interrupts() -> None:

@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.linear import LinearScore
-from common.pipeline import FeaturePipeline
+from streamfit.common.linear import LinearScore
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.trainer.linear import fit_linear_score, linear_score_wins
+from streamfit.trainer.objective import TrialScore
 from tests.support.frames import slanted
-from trainer.linear import fit_linear_score, linear_score_wins
-from trainer.objective import TrialScore
 
 
 def test_the_score_learns_a_slanted_boundary_and_reads_numeric_columns_only() -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from common.messages import (
+from streamfit.common.messages import (
     MESSAGES,
     DeadLetter,
     Decoder,

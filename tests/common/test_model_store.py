@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from common.model_store import ModelStore
-from common.settings import load_settings
+from streamfit.common.model_store import ModelStore
+from streamfit.common.settings import load_settings
 
 
 def test_opening_a_store_does_not_point_later_settings_at_it(tmp_path: Path) -> None:
@@ -21,8 +21,8 @@ def test_opening_a_store_does_not_point_later_settings_at_it(tmp_path: Path) -> 
 def test_a_version_record_types_what_the_trainer_tagged() -> None:
     from types import SimpleNamespace
 
-    from common import tags as tag
-    from common.model_store import VersionRecord
+    from streamfit.common import tags as tag
+    from streamfit.common.model_store import VersionRecord
 
     tagged = {"sha256": "ab", "metric.loss": "0.25", "metric.accuracy": "0.9", tag.REASON: "drift",
               tag.CANDIDATE: "fast refit", tag.CANDIDATE_LOSS: "0.25", tag.CHAMPION_LOSS: "0.4",

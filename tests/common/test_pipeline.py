@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.errors import ConfigError
-from common.pipeline import FeaturePipeline, category_key, read_table
-from common.settings import ADULT_TRAIN
+from streamfit.common.errors import ConfigError
+from streamfit.common.pipeline import FeaturePipeline, category_key, read_table
+from streamfit.common.settings import ADULT_TRAIN
 
 
 @pytest.fixture

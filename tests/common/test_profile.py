@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from common.bundle import ModelBundle
-from common.pipeline import FeaturePipeline
-from common.profile import NUMERIC_BINS, ReferenceProfile
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.common.profile import NUMERIC_BINS, ReferenceProfile
 from tests.predictor.conftest import synthetic_frame, train
 
 

@@ -3,9 +3,9 @@ import logging
 
 import pytest
 
-from common.errors import ConfigError
-from common.logs import log_settings
-from common.settings import Settings, add_settings_flags, load_settings, settings_from_args
+from streamfit.common.errors import ConfigError
+from streamfit.common.logs import log_settings
+from streamfit.common.settings import Settings, add_settings_flags, load_settings, settings_from_args
 
 
 def parse(argv: list[str]) -> Settings:
@@ -79,7 +79,7 @@ def test_secrets_are_masked_when_logged(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_kafka_client_config_carries_security_settings() -> None:
-    from common.kafka import client_config
+    from streamfit.common.kafka import client_config
 
     s = load_settings(
         security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="u",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from common import tags
+from streamfit.common import tags
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ("streamfit.cli", "streamfit.demo", "streamfit.operations", "streamfit.broker")  # not tags

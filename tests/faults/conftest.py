@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from kafka.producer.future import FutureRecordMetadata
 
-from common.kafka import ensure_topics, make_producer
-from common.settings import Settings, load_settings
+from streamfit.common.kafka import ensure_topics, make_producer
+from streamfit.common.settings import Settings, load_settings
 from streamfit.kafka_server import KafkaServer
 from tests.predictor.conftest import (  # noqa: F401 - fixtures shared with the predictor suite
     make_settings,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from common.bundle import BUNDLE_FILE, sha256_hex
-from common.model_store import bundle_uri
-from common.settings import Settings
-from predictor.service import Predictor
+from streamfit.common.bundle import BUNDLE_FILE, sha256_hex
+from streamfit.common.model_store import bundle_uri
+from streamfit.common.settings import Settings
+from streamfit.predictor.service import Predictor
 from tests.conftest import SettingsFactory
 from tests.faults.conftest import Ledger, Stream, settings_on
 from tests.predictor.conftest import Models, TopicReader, running, train, wait_for

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import Settings
-from predictor.service import Predictor
+from streamfit.common.settings import Settings
 from streamfit.kafka_server import KafkaServer
+from streamfit.predictor.service import Predictor
 from tests.faults.conftest import Ledger, Stream, settings_on
 from tests.predictor.conftest import Models, TopicReader, running, wait_for
 

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from common.kafka import make_producer
-from common.settings import Settings
-from predictor.service import Predictor
+from streamfit.common.kafka import make_producer
+from streamfit.common.settings import Settings
+from streamfit.predictor.service import Predictor
 from tests.conftest import SettingsFactory
 from tests.predictor.conftest import Models, TopicReader, running, send_requests, wait_for
 

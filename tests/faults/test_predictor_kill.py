@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from common.kafka import make_producer
-from common.settings import Settings
+from streamfit.common.kafka import make_producer
+from streamfit.common.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.faults.conftest import Ledger, Stream
 from tests.predictor.conftest import Models, TopicReader, send_requests

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from common.kafka import ensure_topics
-from common.messages import ModelReload, decode
-from common.model_store import ModelStore
-from predictor.service import Predictor
+from streamfit.common.kafka import ensure_topics
+from streamfit.common.messages import ModelReload, decode
+from streamfit.common.model_store import ModelStore
+from streamfit.predictor.service import Predictor
+from streamfit.trainer.service import group_id
 from tests.predictor.conftest import running
 from tests.predictor.conftest import wait_for as wait_until
 from tests.trainer.conftest import TrainerSettings
 from tests.trainer.processes import TrainerProcess, processes, sigkill_in_the_search
 from tests.trainer.support import committed, cycle_runs, read_topic, send_retrain, wait_for
-from trainer.service import group_id
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.slow]
 __all__ = ["processes"]  # a fixture used here

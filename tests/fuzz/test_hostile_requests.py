@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, Phase, given, seed
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from common.kafka import make_producer
-from common.settings import Settings
-from predictor.service import Predictor
+from streamfit.common.kafka import make_producer
+from streamfit.common.settings import Settings
+from streamfit.predictor.service import Predictor
 from tests.conftest import SettingsFactory
 from tests.predictor.conftest import COLORS, Models, TopicReader, running
 

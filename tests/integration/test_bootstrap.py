@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.kafka import read_last
-from common.messages import ModelReload, decode
-from common.model_store import CHAMPION, ModelStore
-from common.settings import Settings
+from streamfit.common.kafka import read_last
+from streamfit.common.messages import ModelReload, decode
+from streamfit.common.model_store import CHAMPION, ModelStore
+from streamfit.common.settings import Settings
+from streamfit.trainer.bootstrap import bootstrap
 from tests.conftest import SettingsFactory
-from trainer.bootstrap import bootstrap
 
 pytestmark = pytest.mark.kafka
 

@@ -40,19 +40,19 @@ import orjson
 import pytest
 from kafka import TopicPartition
 
-from common.kafka import ensure_topics, make_consumer
-from common.messages import Retrain, decode
-from common.model_store import ModelStore
-from common.pipeline import category_key
-from common.settings import Settings
-from predictor.service import Predictor
-from sample_app import SampleAppOptions, run_sample_app
-from sample_app.drift import plan_drift
-from sample_app.source import load_source
-from sample_app.stream import request_row
+from streamfit.common.kafka import ensure_topics, make_consumer
+from streamfit.common.messages import Retrain, decode
+from streamfit.common.model_store import ModelStore
+from streamfit.common.pipeline import category_key
+from streamfit.common.settings import Settings
+from streamfit.predictor.service import Predictor
+from streamfit.sample_app import SampleAppOptions, run_sample_app
+from streamfit.sample_app.drift import plan_drift
+from streamfit.sample_app.source import load_source
+from streamfit.sample_app.stream import request_row
+from streamfit.trainer.bootstrap import bootstrap
+from streamfit.trainer.service import Trainer
 from tests.conftest import SettingsFactory
-from trainer.bootstrap import bootstrap
-from trainer.service import Trainer
 
 pytestmark = pytest.mark.kafka
 

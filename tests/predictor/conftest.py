@@ -18,13 +18,13 @@ import pandas as pd
 import pytest
 from kafka import KafkaProducer, TopicPartition
 
-from common.bundle import ModelBundle
-from common.kafka import ensure_topics, make_consumer, make_producer, send_and_wait
-from common.messages import ModelReload
-from common.model_store import ModelStore
-from common.pipeline import FeaturePipeline
-from common.settings import Settings
-from predictor.service import Predictor
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.kafka import ensure_topics, make_consumer, make_producer, send_and_wait
+from streamfit.common.messages import ModelReload
+from streamfit.common.model_store import ModelStore
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.common.settings import Settings
+from streamfit.predictor.service import Predictor
 from tests.conftest import SettingsFactory
 
 COLORS = ("red", "green", "blue")

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 from kafka import TopicPartition
 
-from predictor.batching import collect
+from streamfit.predictor.batching import collect
 
 TP0, TP1 = TopicPartition("requests", 0), TopicPartition("requests", 1)
 

@@ -17,16 +17,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.bundle import ModelBundle
-from common.pipeline import FeaturePipeline, read_table
-from common.profile import ReferenceProfile
-from common.settings import ADULT_TEST, ADULT_TRAIN
-from predictor.drift import STEP_EVERY, STEP_MIN_AFTER, Alarm, DriftMonitor
-from predictor.interim import MIN_ROWS, learn
-from sample_app.drift import apply_drift, plan_drift
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.pipeline import FeaturePipeline, read_table
+from streamfit.common.profile import ReferenceProfile
+from streamfit.common.settings import ADULT_TEST, ADULT_TRAIN
+from streamfit.predictor.drift import STEP_EVERY, STEP_MIN_AFTER, Alarm, DriftMonitor
+from streamfit.predictor.interim import MIN_ROWS, learn
+from streamfit.sample_app.drift import apply_drift, plan_drift
+from streamfit.trainer.drift import reference_rows
+from streamfit.trainer.fit import evaluate
 from tests.predictor.conftest import synthetic_frame, train
-from trainer.drift import reference_rows
-from trainer.fit import evaluate
 
 
 def profiled(bundle: ModelBundle, holdout: dict[str, float] | None = None) -> ModelBundle:
@@ -263,7 +263,7 @@ def stream(adult: Adult, count: int, drift_at: int | None, monitor: DriftMonitor
 
 
 def default_monitor() -> DriftMonitor:
-    from common.settings import Settings
+    from streamfit.common.settings import Settings
 
     defaults = Settings.model_fields
     return DriftMonitor(

@@ -9,14 +9,14 @@ from typing import Any
 
 import orjson
 
-from common.kafka import make_producer
-from common.messages import Observation, Retrain, decode
-from predictor.metrics import PredictorMetrics
-from predictor.service import Predictor
+from streamfit.common.kafka import make_producer
+from streamfit.common.messages import Observation, Retrain, decode
+from streamfit.predictor.metrics import PredictorMetrics
+from streamfit.predictor.service import Predictor
+from streamfit.trainer.fit import evaluate
 from tests.conftest import SettingsFactory
 from tests.predictor.conftest import Models, TopicReader, features, running, synthetic_frame, train, wait_for
 from tests.predictor.test_drift import profiled
-from trainer.fit import evaluate
 
 
 def test_shifted_requests_ask_for_one_drift_retrain_naming_the_feature(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from common.messages import Observation, Prediction
-from predictor.encoding import observation_json, prediction_json
+from streamfit.common.messages import Observation, Prediction
+from streamfit.predictor.encoding import observation_json, prediction_json
 
 
 @pytest.mark.parametrize("prediction", ["yes", 3, 2.5, True])
@@ -23,7 +23,7 @@ def test_fast_encoding_is_the_message_schema_encoding(prediction: object) -> Non
 
 
 def test_an_observation_with_a_served_vector_decodes_with_missing_as_null() -> None:
-    from common.messages import decode
+    from streamfit.common.messages import decode
 
     fast = observation_json("r1", {"a": 1}, "no", "no", 0.25, "7", 1.0, [1.0, float("nan"), 3.0])
     decoded = decode(Observation, fast)

@@ -9,8 +9,8 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from common.errors import ConfigError
-from common.health import HealthServer
+from streamfit.common.errors import ConfigError
+from streamfit.common.health import HealthServer
 
 
 def get(port: int, path: str) -> tuple[int, str, str]:

@@ -11,16 +11,16 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from common.bundle import ModelBundle
-from common.compiled import CompiledTrees, compile_trees
-from common.errors import BundleError, ModelStoreError
-from common.messages import ModelReload
-from common.pipeline import FeaturePipeline, FeatureSpec
-from predictor.hot_swap import HotSwap, Outcome
-from predictor.metrics import PredictorMetrics
-from predictor.model_follower import ReloadSchedule
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.compiled import CompiledTrees, compile_trees
+from streamfit.common.errors import BundleError, ModelStoreError
+from streamfit.common.messages import ModelReload
+from streamfit.common.pipeline import FeaturePipeline, FeatureSpec
+from streamfit.predictor.hot_swap import HotSwap, Outcome
+from streamfit.predictor.metrics import PredictorMetrics
+from streamfit.predictor.model_follower import ReloadSchedule
+from streamfit.trainer.linear import fit_linear_score
 from tests.predictor.conftest import features, synthetic_frame, train, wait_for
-from trainer.linear import fit_linear_score
 
 
 def reload(version: str, sha: str = "a" * 64) -> ModelReload:

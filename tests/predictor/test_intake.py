@@ -9,10 +9,10 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.messages import Decoder, Label, Request
-from common.pipeline import FeaturePipeline, FeatureSpec
-from predictor.intake import Reader, fast_label, fast_request, kind_of
-from predictor.label_join import NO_LABEL
+from streamfit.common.messages import Decoder, Label, Request
+from streamfit.common.pipeline import FeaturePipeline, FeatureSpec
+from streamfit.predictor.intake import Reader, fast_label, fast_request, kind_of
+from streamfit.predictor.label_join import NO_LABEL
 
 MAX_BYTES = 1024
 PIPELINE = FeaturePipeline(

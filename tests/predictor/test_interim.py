@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.bundle import ModelBundle
-from common.pipeline import FeaturePipeline
-from predictor.interim import LIFETIME, MIN_ROWS, Rows, learn
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.predictor.interim import LIFETIME, MIN_ROWS, Rows, learn
 from tests.predictor.conftest import synthetic_frame, train
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from predictor.label_join import NO_LABEL, LabelJoin, Served
+from streamfit.predictor.label_join import NO_LABEL, LabelJoin, Served
 
 
 def served(request_id: str, at: float = 0.0) -> Served:

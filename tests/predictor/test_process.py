@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from common.kafka import make_producer
-from common.settings import Settings
+from streamfit.common.kafka import make_producer
+from streamfit.common.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.predictor.conftest import Models, SteadyStream, TopicReader, send_requests
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from predictor.retrain_signal import RetrainCounter
+from streamfit.predictor.retrain_signal import RetrainCounter
 
 
 def test_one_retrain_signal_per_n_observations() -> None:

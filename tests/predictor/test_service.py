@@ -11,10 +11,10 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from common.kafka import make_producer
-from common.messages import Label
-from predictor.service import Predictor
+from streamfit.common.kafka import make_producer
+from streamfit.common.messages import Label
 from streamfit.kafka_server import free_port
+from streamfit.predictor.service import Predictor
 from tests.conftest import SettingsFactory
 from tests.predictor.conftest import (
     Models,

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from predictor.throttled_log import ThrottledLog
+from streamfit.predictor.throttled_log import ThrottledLog
 
 
 def test_throttled_log_lets_one_line_through_per_interval_and_counts_the_rest(

@@ -3,10 +3,10 @@ import copy
 import pandas as pd
 import pytest
 
-from common.errors import ConfigError
-from common.settings import ADULT_TEST
-from sample_app.drift import Segment, apply_drift, plan_drift
-from sample_app.source import Source, load_source
+from streamfit.common.errors import ConfigError
+from streamfit.common.settings import ADULT_TEST
+from streamfit.sample_app.drift import Segment, apply_drift, plan_drift
+from streamfit.sample_app.source import Source, load_source
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import orjson
 import pandas as pd
 import pytest
 
-from common.errors import ConfigError
-from common.messages import Decoder, Request
-from common.settings import ADULT_TEST
-from sample_app.source import Source, load_source, row_features, to_value
+from streamfit.common.errors import ConfigError
+from streamfit.common.messages import Decoder, Request
+from streamfit.common.settings import ADULT_TEST
+from streamfit.sample_app.source import Source, load_source, row_features, to_value
 
 
 @pytest.mark.parametrize(

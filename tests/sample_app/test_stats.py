@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from common.errors import ConfigError
-from sample_app.progress import render_snapshot, render_summary
-from sample_app.stats import (
+from streamfit.common.errors import ConfigError
+from streamfit.sample_app.progress import render_snapshot, render_summary
+from streamfit.sample_app.stats import (
     Rolling,
     StreamStats,
     SwapPoint,
@@ -16,7 +16,7 @@ from sample_app.stats import (
     percentile,
     score_answer,
 )
-from sample_app.stream import SampleAppOptions, label_selected
+from streamfit.sample_app.stream import SampleAppOptions, label_selected
 
 
 def test_percentile_matches_numpy() -> None:

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from common.kafka import ensure_topics, make_consumer, make_producer
-from common.messages import Decoder, Label, Prediction, Request
-from common.settings import ADULT_TEST, Settings
-from sample_app.drift import plan_drift
-from sample_app.source import load_source
-from sample_app.stream import SampleAppOptions, label_selected, request_row, run_sample_app
 from streamfit.cli import main
+from streamfit.common.kafka import ensure_topics, make_consumer, make_producer
+from streamfit.common.messages import Decoder, Label, Prediction, Request
+from streamfit.common.settings import ADULT_TEST, Settings
+from streamfit.sample_app.drift import plan_drift
+from streamfit.sample_app.source import load_source
+from streamfit.sample_app.stream import SampleAppOptions, label_selected, request_row, run_sample_app
 from tests.conftest import SettingsFactory
 
 pytestmark = pytest.mark.kafka

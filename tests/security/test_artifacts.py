@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from common.bundle import BUNDLE_FILE, ModelBundle, sha256_hex
-from common.errors import BundleError
-from common.model_store import ModelStore, bundle_uri
-from common.settings import load_settings
+from streamfit.common.bundle import BUNDLE_FILE, ModelBundle, sha256_hex
+from streamfit.common.errors import BundleError
+from streamfit.common.model_store import ModelStore, bundle_uri
+from streamfit.common.settings import load_settings
 from tests.predictor.conftest import train
 
 pytestmark = pytest.mark.security

@@ -18,16 +18,16 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from common.errors import BrokerRefused
-from common.kafka import ensure_topics, make_producer
-from common.model_store import ModelStore
-from common.settings import Settings, load_settings
-from predictor.service import Predictor
+from streamfit.common.errors import BrokerRefused
+from streamfit.common.kafka import ensure_topics, make_producer
+from streamfit.common.model_store import ModelStore
+from streamfit.common.settings import Settings, load_settings
 from streamfit.kafka_server import KafkaServer
+from streamfit.predictor.service import Predictor
+from streamfit.trainer.service import Trainer
 from tests.predictor.conftest import Models, TopicReader, running, send_requests
 from tests.support.secure_kafka import SCRAM, Certificates, make_certificates, secure_kafka
 from tests.trainer.support import send_retrain
-from trainer.service import Trainer
 
 pytestmark = [pytest.mark.security, pytest.mark.kafka, pytest.mark.slow]
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from common.kafka import make_consumer
-from common.messages import Prediction, decode
-from common.settings import Settings
 from streamfit.cli import build_parser
+from streamfit.common.kafka import make_consumer
+from streamfit.common.messages import Prediction, decode
+from streamfit.common.settings import Settings
 from streamfit.kafka_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def service_problems(name: str, service: dict[str, Any]) -> list[str]:
         if not key.startswith("STREAMFIT_") or key.removeprefix("STREAMFIT_").lower() not in fields:
             problems.append(f"{name}: environment variable {key} is not a streamfit setting")
     result = subprocess.run(
-        [sys.executable, "-c", "from common.settings import load_settings; load_settings()"],
+        [sys.executable, "-c", "from streamfit.common.settings import load_settings; load_settings()"],
         env={**_clean_env(), **{k: str(v) for k, v in env.items()}}, capture_output=True, text=True,
     )  # fmt: skip
     if result.returncode != 0:

@@ -13,10 +13,10 @@ import orjson
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.kafka import ensure_topics, make_producer
-from predictor.drift import CHECK_EVERY
-from predictor.service import Predictor
+from streamfit.common.kafka import ensure_topics, make_producer
 from streamfit.kafka_server import free_port
+from streamfit.predictor.drift import CHECK_EVERY
+from streamfit.predictor.service import Predictor
 from tests.conftest import SettingsFactory
 from tests.predictor.conftest import Models, features, mlflow_home, models_factory, running, train, wait_for
 from tests.predictor.test_drift import profiled
@@ -51,7 +51,7 @@ def exposed_name_is_documented(family: str, doc: set[str]) -> bool:
 def test_every_documented_metric_is_served_and_every_served_one_documented(
     settings_factory: SettingsFactory, mlflow_home: Path, models_factory: Callable[..., Models]
 ) -> None:
-    from trainer.metrics import serve
+    from streamfit.trainer.metrics import serve
 
     doc = documented()
     assert len(doc) > 30, "the doc's tables were not found"

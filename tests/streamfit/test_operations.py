@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from common.kafka import make_consumer, make_producer
-from common.messages import Prediction, Request, decode
-from common.model_store import ModelStore
-from common.settings import Settings
-from predictor.service import Predictor
+from streamfit.common.kafka import make_consumer, make_producer
+from streamfit.common.messages import Prediction, Request, decode
+from streamfit.common.model_store import ModelStore
+from streamfit.common.settings import Settings
+from streamfit.predictor.service import Predictor
+from streamfit.trainer.bootstrap import bootstrap
 from tests.conftest import SettingsFactory
 from tests.integration.test_bootstrap import churn_csv
-from trainer.bootstrap import bootstrap
 
 pytestmark = pytest.mark.kafka
 
@@ -120,12 +120,12 @@ def test_rollback_without_history_or_to_an_unknown_version_is_one_clear_line(
 def test_status_shows_drift_retrains_and_a_predictors_live_drift(
     settings_factory: SettingsFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from common.health import HealthServer
-    from common.kafka import send_and_wait
-    from common.messages import FeatureDrift, Retrain
-    from predictor.drift import DriftMonitor
-    from predictor.metrics import PredictorMetrics
+    from streamfit.common.health import HealthServer
+    from streamfit.common.kafka import send_and_wait
+    from streamfit.common.messages import FeatureDrift, Retrain
     from streamfit.kafka_server import free_port
+    from streamfit.predictor.drift import DriftMonitor
+    from streamfit.predictor.metrics import PredictorMetrics
     from tests.predictor.conftest import synthetic_frame, train
     from tests.predictor.test_drift import feed, profiled
 

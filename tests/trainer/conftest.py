@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from common.settings import Settings
+from streamfit.common.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.trainer.support import adult_files
 

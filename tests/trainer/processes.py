@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import Settings
+from streamfit.common.settings import Settings
+from streamfit.trainer.service import group_id
 from tests.trainer.support import committed, read_topic, wait_for
-from trainer.service import group_id
 
 
 def trainer_env(settings: Settings) -> dict[str, str]:

@@ -13,12 +13,12 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from common.bundle import ModelBundle
-from common.kafka import make_consumer, make_producer
-from common.messages import Observation, Retrain
-from common.model_store import ModelStore
-from common.pipeline import FeaturePipeline, read_table
-from common.settings import ADULT_TEST, ADULT_TRAIN, Settings
+from streamfit.common.bundle import ModelBundle
+from streamfit.common.kafka import make_consumer, make_producer
+from streamfit.common.messages import Observation, Retrain
+from streamfit.common.model_store import ModelStore
+from streamfit.common.pipeline import FeaturePipeline, read_table
+from streamfit.common.settings import ADULT_TEST, ADULT_TRAIN, Settings
 
 
 def adult_slice(path: Path, source: Path = ADULT_TRAIN, start: int = 0, rows: int = 2000) -> Path:

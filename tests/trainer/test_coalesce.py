@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.messages import Retrain
-from trainer.coalesce import RetrainBatch, coalesce, offsets_cover
+from streamfit.common.messages import Retrain
+from streamfit.trainer.coalesce import RetrainBatch, coalesce, offsets_cover
 
 
 @dataclass

@@ -14,13 +14,17 @@ import mlflow
 import orjson
 import pytest
 
-from common.bundle import BUNDLE_FILE
-from common.errors import ModelStoreError
-from common.kafka import ensure_topics, make_producer
-from common.messages import DeadLetter, ModelReload, Observation, decode
-from common.model_store import ModelStore
-from common.pipeline import read_table
-from common.settings import Settings
+from streamfit.common.bundle import BUNDLE_FILE
+from streamfit.common.errors import ModelStoreError
+from streamfit.common.kafka import ensure_topics, make_producer
+from streamfit.common.messages import DeadLetter, ModelReload, Observation, decode
+from streamfit.common.model_store import ModelStore
+from streamfit.common.pipeline import read_table
+from streamfit.common.settings import Settings
+from streamfit.trainer.bootstrap import bootstrap
+from streamfit.trainer.cycle import CycleResult
+from streamfit.trainer.observations import ObservationLog
+from streamfit.trainer.service import Trainer, group_id
 from tests.trainer.conftest import TrainerSettings
 from tests.trainer.support import (
     child_runs,
@@ -34,10 +38,6 @@ from tests.trainer.support import (
     send_retrain,
     wait_for,
 )
-from trainer.bootstrap import bootstrap
-from trainer.cycle import CycleResult
-from trainer.observations import ObservationLog
-from trainer.service import Trainer, group_id
 
 pytestmark = pytest.mark.kafka
 
@@ -213,7 +213,7 @@ def test_a_cycle_just_after_a_change_waits_for_rows_of_the_new_world(
 ) -> None:
     """150 observations after the change leave 120 to train on, under ``min_rows`` 200: the cycle
     reads again until the new world is enough (instead of publishing nothing)."""
-    caplog.set_level(logging.INFO, logger="trainer.cycle")
+    caplog.set_level(logging.INFO, logger="streamfit.trainer.cycle")
     settings = trainer_settings(trials=1, min_rows=200)
     base, _, stream = adult
     rows = records(read_table(stream))
@@ -303,7 +303,7 @@ def test_a_drift_request_for_a_rising_error_waits_for_the_change_to_show(
 ) -> None:
     """A predictor that saw its error rise asks before the trainer's observations show the change:
     the cycle reads again until they do, and trains on the new world (instead of the old one)."""
-    caplog.set_level(logging.INFO, logger="trainer.cycle")
+    caplog.set_level(logging.INFO, logger="streamfit.trainer.cycle")
     settings = trainer_settings(trials=1, min_rows=80)
     result, _ = _drift_cycle(settings, adult, caplog, changed_first=0, waits_for="no change of the world shows",
                              details={"causes": ["metric"]})  # fmt: skip
@@ -319,7 +319,7 @@ def test_a_change_found_on_its_first_few_rows_is_moved_to_where_the_later_rows_p
     """A drift request 20 rows into the new world: the scan, which wants 50 rows after a step, first
     places the change at the last split it may (30 rows early, in the old world). Once more rows have
     come it is moved to the real one, and the cycle trains on the new world alone."""
-    caplog.set_level(logging.INFO, logger="trainer.cycle")
+    caplog.set_level(logging.INFO, logger="streamfit.trainer.cycle")
     settings = trainer_settings(trials=1, min_rows=80)
     result, waiting = _drift_cycle(settings, adult, caplog, changed_first=20, waits_for="waiting up to")
     assert "at observation 220 of 270" in waiting, waiting  # pinned 50 rows before the end
@@ -334,7 +334,7 @@ def test_after_a_segment_flips_the_champions_trees_with_leaves_refit_on_the_new_
     """The sample app's drift without its unit change: married people's labels flip. The champion's
     trees already split on marital status; re-estimating their leaves on the new rows beats a model
     grown from those rows alone, and that model is the one crowned."""
-    caplog.set_level(logging.INFO, logger="trainer.cycle")
+    caplog.set_level(logging.INFO, logger="streamfit.trainer.cycle")
     settings = trainer_settings(trials=1, min_rows=200)
     base, _, stream = adult
     rows = records(read_table(stream)) + records(read_table(base).iloc[:500])

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.pipeline import FeaturePipeline
-from common.settings import load_settings
-from trainer.data import (
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.common.settings import load_settings
+from streamfit.trainer.data import (
     BaseData,
     assemble,
     data_hash,

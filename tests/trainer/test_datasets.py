@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from common.kafka import ensure_topics
-from common.messages import DeadLetter, ModelReload, decode
-from common.model_store import ModelStore
+from streamfit.common.kafka import ensure_topics
+from streamfit.common.messages import DeadLetter, ModelReload, decode
+from streamfit.common.model_store import ModelStore
+from streamfit.trainer.service import Trainer
 from tests.trainer.conftest import TrainerSettings
 from tests.trainer.support import observation, read_topic, records, send_observations, synthetic
-from trainer.service import Trainer
 
 pytestmark = pytest.mark.kafka
 

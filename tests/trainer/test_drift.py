@@ -10,18 +10,18 @@ import numpy as np
 import orjson
 import pytest
 
-from common.errors import StreamfitError, TrainServeSkew
-from common.kafka import ensure_topics, make_producer
-from common.messages import DeadLetter, Observation, decode
-from common.model_store import ModelStore
-from common.pipeline import FeaturePipeline, read_table
-from common.settings import ADULT_TEST, ADULT_TRAIN
-from sample_app.drift import apply_drift, plan_drift
+from streamfit.common.errors import StreamfitError, TrainServeSkew
+from streamfit.common.kafka import ensure_topics, make_producer
+from streamfit.common.messages import DeadLetter, Observation, decode
+from streamfit.common.model_store import ModelStore
+from streamfit.common.pipeline import FeaturePipeline, read_table
+from streamfit.common.settings import ADULT_TEST, ADULT_TRAIN
+from streamfit.sample_app.drift import apply_drift, plan_drift
+from streamfit.trainer.drift import adversarial_validation, drift_score, reference_rows, skew
+from streamfit.trainer.metrics import SKEW_MISMATCHES
+from streamfit.trainer.service import Trainer
 from tests.trainer.conftest import TrainerSettings
 from tests.trainer.support import cycle_runs, read_topic, records
-from trainer.drift import adversarial_validation, drift_score, reference_rows, skew
-from trainer.metrics import SKEW_MISMATCHES
-from trainer.service import Trainer
 
 
 def test_reference_rows_are_the_newest_observations_topped_up_with_base_rows() -> None:

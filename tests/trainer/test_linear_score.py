@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.kafka import ensure_topics
-from common.model_store import ModelStore
+from streamfit.common.kafka import ensure_topics
+from streamfit.common.model_store import ModelStore
+from streamfit.trainer.bootstrap import bootstrap
+from streamfit.trainer.service import Trainer
 from tests.support.frames import slanted
 from tests.trainer.conftest import TrainerSettings
 from tests.trainer.support import records, send_observations, send_retrain
-from trainer.bootstrap import bootstrap
-from trainer.service import Trainer
 
 pytestmark = pytest.mark.kafka
 

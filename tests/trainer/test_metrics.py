@@ -6,9 +6,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from common.settings import load_settings
+from streamfit.common.settings import load_settings
 from streamfit.kafka_server import free_port
-from trainer.metrics import CYCLES, serve
+from streamfit.trainer.metrics import CYCLES, serve
 
 
 def get(url: str) -> tuple[int, str]:

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from common.settings import load_settings
-from trainer import observations
-from trainer.observations import SCHEMA, ObservationLog
+from streamfit.common.settings import load_settings
+from streamfit.trainer import observations
+from streamfit.trainer.observations import SCHEMA, ObservationLog
 
 
 def rows(start: int, count: int) -> dict[str, list[Any]]:

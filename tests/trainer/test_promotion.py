@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from trainer.promotion import decide
+from streamfit.trainer.promotion import decide
 
 
 def test_no_champion_promotes() -> None:

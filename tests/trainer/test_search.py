@@ -11,13 +11,13 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from common.errors import SearchFailed
-from common.pipeline import FeaturePipeline
-from common.settings import load_settings
+from streamfit.common.errors import SearchFailed
+from streamfit.common.pipeline import FeaturePipeline
+from streamfit.common.settings import load_settings
+from streamfit.trainer.fit import task_params, trial_folds
+from streamfit.trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
+from streamfit.trainer.search import SPACE, Search, Trial, params_key, past_points, warm_start
 from tests.trainer.support import synthetic
-from trainer.fit import task_params, trial_folds
-from trainer.objective import CrossValidation, TrialInterrupted, TrialScore, build_dataset
-from trainer.search import SPACE, Search, Trial, params_key, past_points, warm_start
 
 
 def cross_validation(task: str = "binary", rows: int = 400) -> CrossValidation:

@@ -10,16 +10,16 @@ from contextlib import contextmanager
 
 import pytest
 
-from common.errors import BrokerUnavailable, ConfigError
-from common.kafka import ensure_topics
-from common.messages import ModelReload, decode
-from common.model_store import ModelStore
-from common.settings import Settings
+from streamfit.common.errors import BrokerUnavailable, ConfigError
+from streamfit.common.kafka import ensure_topics
+from streamfit.common.messages import ModelReload, decode
+from streamfit.common.model_store import ModelStore
+from streamfit.common.settings import Settings
+from streamfit.trainer.publisher import Publisher
+from streamfit.trainer.service import Trainer, group_id
 from tests.trainer.conftest import TrainerSettings
 from tests.trainer.processes import TrainerProcess, processes, sigkill_in_the_search
 from tests.trainer.support import child_runs, committed, cycle_runs, read_topic, send_retrain, wait_for
-from trainer.publisher import Publisher
-from trainer.service import Trainer, group_id
 
 pytestmark = pytest.mark.kafka
 __all__ = ["processes"]  # a fixture used here

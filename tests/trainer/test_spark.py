@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from common.model_store import ModelStore
+from streamfit.common.model_store import ModelStore
+from streamfit.trainer.service import Trainer
 from tests.trainer.conftest import TrainerSettings
 from tests.trainer.support import child_runs, read_topic
-from trainer.service import Trainer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
