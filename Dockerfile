@@ -8,6 +8,8 @@ COPY predictor ./predictor
 COPY trainer ./trainer
 COPY sample_app ./sample_app
 COPY streamfit ./streamfit
+# streamfit/common and its three siblings are links to the folders above: the wheel holds one
+# package, streamfit, with the parts inside it (docs/architecture.md, "One package")
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
