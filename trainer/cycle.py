@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from streamfit import common
+from streamfit.common import __version__
 from streamfit.common import tags as tag
 from streamfit.common.bundle import ModelBundle
 from streamfit.common.change import latest_change
@@ -376,7 +376,7 @@ class CycleRunner:
             tag.OBSERVATIONS_TOPIC: self.observations.topic,
             tag.WATERMARKS: {str(p): o for p, o in sorted(refresh.watermarks.items())},
             tag.OBSERVATIONS_READ: refresh.read, tag.DEAD_LETTERED: refresh.dead_lettered,
-            tag.DATA_HASH: data.hash, tag.PACKAGE_VERSION: common.__version__,
+            tag.DATA_HASH: data.hash, tag.PACKAGE_VERSION: __version__,
             tag.OPTIMIZER: self.settings.optimizer, tag.TASK: data.pipeline.task,
             tag.SPARK_PARALLELISM: self.settings.spark_parallelism,
             tag.PARALLEL_TRIALS: parallel_trials(self.settings, data.rows),
