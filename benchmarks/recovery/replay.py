@@ -178,9 +178,18 @@ def broker(kind: str, bootstrap_servers: str | None) -> Iterator[str]:
 # --- the run --------------------------------------------------------------------------------------
 
 
-def replay(stream: LabelledStream, options: RunOptions, bootstrap_servers: str, log_dir: Path) -> LiveRun:
-    """Bootstrap on the base rows, start the services, replay the rest; returns the answers."""
+def clear_logs(log_dir: Path) -> None:
+    """``log_dir`` made, without the services' logs of an earlier run of the same stream (the
+    children append: a service restarted within one run keeps one log)."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    for earlier in log_dir.glob("*.log"):
+        earlier.unlink()
+
+
+def replay(stream: LabelledStream, options: RunOptions, bootstrap_servers: str, log_dir: Path) -> LiveRun:
+    """Bootstrap on the base rows, start the services, replay the rest; returns the answers. The
+    services' logs in ``log_dir`` start empty, so that the report's trouble is this run's alone."""
+    clear_logs(log_dir)
     work = Path(tempfile.mkdtemp(prefix="streamfit-recovery-"))
     base = work / "base.csv"
     stream.frame.iloc[: options.base_rows].to_csv(base, index=False)

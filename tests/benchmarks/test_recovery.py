@@ -225,6 +225,10 @@ def test_a_tiny_live_run_fills_every_window_with_three_numbers(broker: str, tmp_
     import sys
 
     root = Path(__file__).resolve().parents[2]
+    earlier = tmp_path / "logs" / "sea-s1-abrupt"  # an earlier run of the same stream left its trouble
+    earlier.mkdir(parents=True)
+    stale = "2026-01-01 00:00:00,000 ERROR   trainer: from an earlier run"
+    (earlier / "trainer.log").write_text(stale + "\n")
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.recovery", "--stream", "sea", "--rows", "3000", "--drift-at", "2000",
          "--base-rows", "1000", "--rate", "400", "--retrain-every", "500", "--trials", "2", "--window", "500",
@@ -244,3 +248,5 @@ def test_a_tiny_live_run_fills_every_window_with_three_numbers(broker: str, tmp_
     assert len(result["drifts"]) == 1 and result["drifts"][0]["at"] == 1000
     assert (tmp_path / "out" / "recovery-sea-s1-abrupt.png").stat().st_size > 0
     assert "python -m benchmarks.recovery" in (tmp_path / "out" / "recovery.md").read_text()
+    assert stale not in result["problems"]["trainer"]  # this run's logs alone
+    assert "starting with settings" in (earlier / "trainer.log").read_text()
