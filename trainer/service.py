@@ -162,6 +162,13 @@ class Trainer:
         return self._consumer
 
     # --- public entry points --------------------------------------------------------------------
+    def start(self) -> Trainer:
+        """Make the topics, the model store and the cycle runner now rather than in the first cycle
+        (``run`` and ``run_cycle`` do it on first use): a service pays it once, at start."""
+        self._check_open()
+        self._ready()
+        return self
+
     def run_cycle(self, batch: RetrainBatch | None = None) -> CycleResult:
         """One cycle now, for ``batch`` (default: a manual one); commits nothing."""
         self._check_open()
