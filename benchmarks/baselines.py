@@ -3,7 +3,7 @@
 - ``echo``: the ceiling. The predictor's own client, configuration and batching (``collect``, the
   same consumer, the same producer linger, one flush and one commit per batch), and no model: the
   request is not even read, and its answer is a fixed prediction-sized message under its key, so
-  that both write the same bytes.
+  that both write the same bytes. On either Kafka client, as the predictor (``kafka_client``).
 - ``seed``: the loop the project replaces, as faithfully as we know it: per message, JSON (the
   standard library) to a one-row DataFrame, the feature transform, ``predict``, ``send``, ``flush``;
   offsets auto-committed. Same model (the champion's bundle), same topics and partitions.
@@ -23,7 +23,8 @@ from typing import Any
 import pandas as pd
 from kafka import OffsetAndMetadata
 
-from streamfit.common.kafka import make_consumer, make_producer, read_last
+from streamfit.common import confluent
+from streamfit.common.kafka import await_partitions, make_consumer, make_producer, read_last
 from streamfit.common.messages import ModelReload, decode
 from streamfit.common.model_store import ModelStore
 from streamfit.common.settings import Settings, load_settings
@@ -40,8 +41,17 @@ def _stop(signum: int, frame: Any) -> None:
 
 
 def echo(settings: Settings) -> None:
-    consumer = make_consumer(settings, settings.group_id("echo"), [settings.topic("requests")], client_id="bench-echo")
-    producer = make_producer(settings, client_id="bench-echo", linger_ms=PRODUCER_LINGER_MS)
+    consumer: Any
+    producer: Any
+    if settings.kafka_client == "confluent":  # the echo of the serving loop on librdkafka
+        consumer = confluent.Consumer(settings, settings.group_id("echo"), "bench-echo")
+        await_partitions(consumer, settings, {settings.topic("requests"): 1})
+        consumer.subscribe([settings.topic("requests")])
+        producer = confluent.Producer(settings, "bench-echo")
+    else:
+        consumer = make_consumer(settings, settings.group_id("echo"), [settings.topic("requests")],
+                                 client_id="bench-echo")  # fmt: skip
+        producer = make_producer(settings, client_id="bench-echo", linger_ms=PRODUCER_LINGER_MS)
     answers = settings.topic("predictions")
     try:
         while _running:

@@ -23,9 +23,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka import __version__ as kafka_version
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError, ProducerFencedError
 
+from streamfit.common import confluent
 from streamfit.common.bundle import ModelBundle
 from streamfit.common.compiled import compile_trees, require_compiler
 from streamfit.common.errors import BrokerUnavailable, ModelStoreError
@@ -172,16 +174,13 @@ class Predictor:
                 stack.callback(self._learner.shutdown, wait=False, cancel_futures=True)
                 producer = self._open_producer()
                 stack.callback(producer.close, timeout=5)
-                consumer = make_consumer(
-                    self.settings, self.group_id, client_id=f"streamfit-predictor-{self.replica_id}",
-                    partition_assignment_strategy=(RangePartitionAssignor,),  # partition i of both topics together
-                )  # fmt: skip
+                consumer = self._open_consumer()
                 stack.callback(consumer.close, autocommit=False)
                 stack.callback(self._dead_log.flush)
                 log.info(
-                    "predictor for model %s: group %s, %s, batches of up to %d records / %d ms",
+                    "predictor for model %s: group %s, %s, batches of up to %d records / %d ms, on %s",
                     self.settings.model_name, self.group_id, self.settings.processing_guarantee,
-                    self.settings.batch_size, self.settings.batch_timeout_ms,
+                    self.settings.batch_size, self.settings.batch_timeout_ms, self._client_name(),
                 )  # fmt: skip
                 return self._serve(consumer, producer, timeout, count)
         finally:
@@ -436,9 +435,12 @@ class Predictor:
         try:
             consumer.commit(offsets)
         except KafkaError as exc:
-            self.metrics.commit_failures.inc()
-            log.warning("offsets of a delivered batch were not committed (%s); it may be answered again", exc)
+            self._commit_refused(str(exc))
         return True
+
+    def _commit_refused(self, why: str) -> None:
+        self.metrics.commit_failures.inc()
+        log.warning("offsets of a delivered batch were not committed (%s); it may be answered again", why)
 
     def _rewind(self, batch: PolledBatch, consumer: KafkaConsumer, producer: KafkaProducer, exc: Exception) -> None:
         if self.transactional:
@@ -456,16 +458,36 @@ class Predictor:
         time.sleep(RETRY_PAUSE)
 
     # --- wiring -----------------------------------------------------------------------------------
+    def _client_name(self) -> str:
+        if self.settings.kafka_client == "confluent":
+            return confluent.describe()
+        return f"kafka-python {kafka_version}"
+
+    def _open_consumer(self) -> KafkaConsumer:
+        client_id = f"streamfit-predictor-{self.replica_id}"
+        if self.settings.kafka_client == "confluent":  # partition i of both topics together, as below
+            # At-least-once commits do not wait for the broker (still after the acks): a refused one
+            # means what a refused wait would, the batch may be answered again.
+            refused = None if self.transactional else self._commit_refused
+            return confluent.Consumer(self.settings, self.group_id, client_id, range_assignment=True,
+                                      on_commit_failure=refused)  # fmt: skip
+        return make_consumer(
+            self.settings, self.group_id, client_id=client_id,
+            partition_assignment_strategy=(RangePartitionAssignor,),  # partition i of both topics together
+        )  # fmt: skip
+
     def _open_producer(self) -> KafkaProducer:
-        # Every batch ends with a flush (or a transaction commit): a long linger keeps the sender
-        # thread asleep while the batch's outputs are appended, then sends them in one request.
-        config: dict[str, Any] = {
-            "client_id": f"streamfit-predictor-{self.replica_id}",
-            "linger_ms": PRODUCER_LINGER_MS,
-        }
-        if not self.transactional:
-            return make_producer(self.settings, **config)
-        producer = make_producer(self.settings, transactional_id=f"{self.group_id}.{self.replica_id}", **config)
+        client_id = f"streamfit-predictor-{self.replica_id}"
+        transactional_id = f"{self.group_id}.{self.replica_id}" if self.transactional else None
+        if self.settings.kafka_client == "confluent":
+            producer = confluent.Producer(self.settings, client_id, transactional_id=transactional_id)
+        else:
+            # Every batch ends with a flush (or a transaction commit): a long linger keeps the sender
+            # thread asleep while the batch's outputs are appended, then sends them in one request.
+            extra = {"transactional_id": transactional_id} if transactional_id else {}
+            producer = make_producer(self.settings, client_id=client_id, linger_ms=PRODUCER_LINGER_MS, **extra)
+        if transactional_id is None:
+            return producer
         try:
             producer.init_transactions()  # fences and aborts what a previous run of this replica left open
         except Exception:

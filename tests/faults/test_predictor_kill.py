@@ -17,7 +17,7 @@ from streamfit.common.kafka import make_producer
 from streamfit.common.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.faults.conftest import Ledger, Stream
-from tests.predictor.conftest import Models, TopicReader, send_requests
+from tests.predictor.conftest import CLIENTS, Models, TopicReader, send_requests
 from tests.predictor.test_process import start
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.slow]
@@ -37,15 +37,17 @@ def read_to_the_end(reader: TopicReader, timeout: float = 60) -> list[Any]:
     return reader.values
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
 def test_predictor_sigkilled_three_times_mid_stream_answers_every_request(
     guarantee: str,
+    kafka_client: str,
     make_settings: SettingsFactory,
     models_factory: Callable[[Settings], Models],
     reader: Callable[..., TopicReader],
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(processing_guarantee=guarantee)
+    settings = make_settings(processing_guarantee=guarantee, kafka_client=kafka_client)
     models_factory(settings).release("1")
     exactly_once = guarantee == "exactly-once"
     committed = reader(settings, "predictions", read_committed=True)

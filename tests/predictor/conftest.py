@@ -28,6 +28,7 @@ from streamfit.predictor.service import Predictor
 from tests.conftest import SettingsFactory
 
 COLORS = ("red", "green", "blue")
+CLIENTS = ("kafka-python", "confluent")  # the serving loop's two Kafka clients (STREAMFIT_KAFKA_CLIENT)
 
 
 def synthetic_frame(rows: int = 300, seed: int = 0, extra: bool = False) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import pytest
 from streamfit.common.kafka import make_producer
 from streamfit.common.settings import Settings
 from tests.conftest import SettingsFactory
-from tests.predictor.conftest import Models, SteadyStream, TopicReader, send_requests
+from tests.predictor.conftest import CLIENTS, Models, SteadyStream, TopicReader, send_requests
 
 pytestmark = pytest.mark.kafka
 
@@ -25,20 +25,23 @@ def start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         "--bootstrap-servers", settings.bootstrap_servers, "--topic-prefix", settings.topic_prefix,
         "--model-name", settings.model_name, "--home", str(settings.home), "--batch-timeout-ms", "20",
         "--log-level", "INFO", "--processing-guarantee", settings.processing_guarantee, "--replica-id", "solo",
+        "--kafka-client", settings.kafka_client,
     ]  # fmt: skip
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "streamfit.cli", "predictor", *args], stdout=out, stderr=out)
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
 def test_sigkill_mid_stream_then_restart_answers_every_request_and_sigterm_exits_0(
     guarantee: str,
+    kafka_client: str,
     make_settings: SettingsFactory,
     models_factory: Callable[[Settings], Models],
     reader: Callable[..., TopicReader],
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(processing_guarantee=guarantee)
+    settings = make_settings(processing_guarantee=guarantee, kafka_client=kafka_client)
     models_factory(settings).release("1")
     exactly_once = guarantee == "exactly-once"
     predictions = reader(settings, "predictions", read_committed=exactly_once)
@@ -74,6 +77,7 @@ def test_sigkill_mid_stream_then_restart_answers_every_request_and_sigterm_exits
         text = log.read_text()
         assert "SIGTERM: finishing the batch in hand" in text and "predictor stopped" in text
         assert "Traceback" not in text, text[-3000:]
+        assert ("on librdkafka" in text) == (kafka_client == "confluent"), "the serving loop's client, in its log"
     finally:
         if process.poll() is None:
             process.kill()

@@ -17,6 +17,7 @@ from streamfit.kafka_server import free_port
 from streamfit.predictor.service import Predictor
 from tests.conftest import SettingsFactory
 from tests.predictor.conftest import (
+    CLIENTS,
     Models,
     SteadyStream,
     TopicReader,
@@ -44,11 +45,12 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return 0, ""
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 def test_waits_for_a_first_model_then_answers_every_request_once(
-    make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
+    kafka_client: str, make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
 ) -> None:
     port = free_port()
-    settings = make_settings(metrics_port=port, batch_size=500)
+    settings = make_settings(metrics_port=port, batch_size=500, kafka_client=kafka_client)
     predictor = Predictor(settings)
     producer = make_producer(settings)
     ids = [f"req-{i}" for i in range(5000)]
@@ -81,10 +83,11 @@ def test_waits_for_a_first_model_then_answers_every_request_once(
     producer.close()
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 def test_three_new_models_under_a_steady_stream_swap_in_order_and_miss_nothing(
-    make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
+    kafka_client: str, make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
 ) -> None:
-    settings = make_settings()
+    settings = make_settings(kafka_client=kafka_client)
     models = models_factory(settings)
     models.release("1", seed=1)
     predictor = Predictor(settings)
@@ -142,10 +145,11 @@ def test_forged_or_incompatible_bundles_are_refused_while_the_old_version_serves
     producer.close()
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 def test_labels_after_a_delay_become_observations_and_every_n_a_retrain_signal(
-    make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
+    kafka_client: str, make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
 ) -> None:
-    settings = make_settings(retrain_every=50)
+    settings = make_settings(retrain_every=50, kafka_client=kafka_client)
     models_factory(settings).release("1")
     producer = make_producer(settings)
     predictions, observations = reader(settings, "predictions"), reader(settings, "observations")
@@ -213,10 +217,11 @@ def malformed(i: int) -> bytes | None:
     return kinds[i % len(kinds)]
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 def test_malformed_messages_are_dead_lettered_and_valid_ones_answered(
-    make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
+    kafka_client: str, make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
 ) -> None:
-    settings = make_settings(max_message_bytes=1024)
+    settings = make_settings(max_message_bytes=1024, kafka_client=kafka_client)
     models_factory(settings).release("1")
     producer = make_producer(settings)
     topic = settings.topic("requests")
@@ -245,10 +250,11 @@ def test_malformed_messages_are_dead_lettered_and_valid_ones_answered(
     producer.close()
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 def test_two_replicas_share_the_partitions_and_both_swap(
-    make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
+    kafka_client: str, make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
 ) -> None:
-    settings = make_settings()
+    settings = make_settings(kafka_client=kafka_client)
     models = models_factory(settings)
     models.release("1")
     producer = make_producer(settings)

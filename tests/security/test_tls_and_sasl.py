@@ -25,7 +25,7 @@ from streamfit.common.settings import Settings, load_settings
 from streamfit.kafka_server import KafkaServer
 from streamfit.predictor.service import Predictor
 from streamfit.trainer.service import Trainer
-from tests.predictor.conftest import Models, TopicReader, running, send_requests
+from tests.predictor.conftest import CLIENTS, Models, TopicReader, running, send_requests
 from tests.support.secure_kafka import SCRAM, Certificates, make_certificates, secure_kafka
 from tests.trainer.support import send_retrain
 
@@ -98,9 +98,11 @@ def streamfit(settings: Settings, *args: str, timeout: float = 90) -> subprocess
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 @pytest.mark.parametrize("kind", ["SSL", "SASL_SSL"])
 def test_the_predictor_serves_over_tls_and_sasl_and_no_secret_is_logged(
     kind: str,
+    kafka_client: str,
     certificates: Certificates,
     tls_kafka: KafkaServer,
     sasl_kafka: KafkaServer,
@@ -110,7 +112,7 @@ def test_the_predictor_serves_over_tls_and_sasl_and_no_secret_is_logged(
 ) -> None:
     caplog.set_level("DEBUG")
     server = tls_kafka if kind == "SSL" else sasl_kafka
-    settings = settings_for(secured(kind, server, certificates), tmp_path / "home")
+    settings = settings_for(secured(kind, server, certificates), tmp_path / "home", kafka_client=kafka_client)
     ensure_topics(settings)
     models = Models(settings)
     models.release("1")
