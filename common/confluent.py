@@ -212,17 +212,16 @@ class Consumer:
         self._consumer.close()
 
 
-class _Delivery:
-    """``send``'s answer: set by librdkafka's delivery report, read after ``flush``."""
+class _Deliveries:
+    """What ``send`` answers: one object for every message sent between two flushes, failed when
+    any of them was refused (librdkafka's delivery reports, served by ``flush``). The loop sends a
+    batch, flushes, and rewinds the whole batch if any answer failed: one object per flush says the
+    same as one per message, without a callback per message."""
 
     __slots__ = ("exception",)
 
     def __init__(self) -> None:
         self.exception: Exception | None = None
-
-    def __call__(self, error: Any, message: Any) -> None:
-        if error is not None:
-            self.exception = KafkaError(f"delivery to {message.topic()}: {error.str()}")
 
     def failed(self) -> bool:
         return self.exception is not None
@@ -237,26 +236,33 @@ class Producer:
         self._ck = ck
         self._timeout = settings.broker_timeout
         conf = config(settings, client_id)
-        conf.update({"acks": "all", "enable.idempotence": True, "linger.ms": linger_ms, "batch.size": 256 * 1024})
+        conf.update({"acks": "all", "enable.idempotence": True, "linger.ms": linger_ms, "batch.size": 256 * 1024,
+                     "on_delivery": self._delivered})  # fmt: skip
         if transactional_id:
             conf["transactional.id"] = transactional_id
         self._producer = ck.Producer(conf, logger=log)
+        self._produce = self._producer.produce
+        self._deliveries = _Deliveries()
+
+    def _delivered(self, error: Any, message: Any) -> None:
+        if error is not None and self._deliveries.exception is None:
+            self._deliveries.exception = KafkaError(f"delivery to {message.topic()}: {error.str()}")
 
     def send(self, topic: str, key: bytes | None = None, value: bytes | None = None,
-             partition: int | None = None) -> _Delivery:  # fmt: skip
-        delivery = _Delivery()
-        extra = {} if partition is None else {"partition": partition}
+             partition: int | None = None) -> _Deliveries:  # fmt: skip
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=delivery, **extra)
-                return delivery
+                self._produce(topic, value, key, -1 if partition is None else partition)
+                return self._deliveries
             except BufferError:  # the local queue is full: let deliveries drain it
                 self._producer.poll(0.05)
             except self._ck.KafkaException as exc:
                 raise _translated(exc, f"producing to {topic}") from exc
 
     def flush(self, timeout: float | None = None) -> None:
+        """Wait until every message sent is delivered or refused; what ``send`` answered says which."""
         left = self._producer.flush(self._timeout if timeout is None else timeout)
+        self._deliveries = _Deliveries()  # the next messages answer to the next flush
         if left:
             raise KafkaTimeoutError(f"{left} message(s) not delivered within {self._timeout:.0f}s (--broker-timeout)")
 
@@ -281,9 +287,12 @@ class Producer:
     def commit_transaction(self) -> None:
         self._call("committing the transaction", self._producer.commit_transaction, self._timeout)
         self._producer.poll(0)  # serve the delivery reports the commit left queued
+        self._deliveries = _Deliveries()  # a refusal fails the commit; its reports belong to no later send
 
     def abort_transaction(self) -> None:
         self._call("aborting the transaction", self._producer.abort_transaction, self._timeout)
+        self._producer.poll(0)
+        self._deliveries = _Deliveries()
 
     def close(self, timeout: float = 5.0) -> None:
         self._producer.flush(timeout)

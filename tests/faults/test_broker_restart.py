@@ -13,22 +13,24 @@ from streamfit.common.settings import Settings
 from streamfit.kafka_server import KafkaServer
 from streamfit.predictor.service import Predictor
 from tests.faults.conftest import Ledger, Stream, settings_on
-from tests.predictor.conftest import Models, TopicReader, running, wait_for
+from tests.predictor.conftest import CLIENTS, Models, TopicReader, running, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.slow]
 
 DOWN_FOR = 4.0  # seconds the broker stays down while the stream keeps sending
 
 
+@pytest.mark.parametrize("kafka_client", CLIENTS)
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
 def test_broker_stopped_and_restarted_mid_stream_loses_no_request(
     kill: bool,
+    kafka_client: str,
     private_kafka: KafkaServer,
     mlflow_home: Path,
     models_factory: Callable[[Settings], Models],
     reader: Callable[..., TopicReader],
 ) -> None:
-    settings = settings_on(private_kafka.bootstrap, mlflow_home)
+    settings = settings_on(private_kafka.bootstrap, mlflow_home, kafka_client=kafka_client)
     models_factory(settings).release("1")
     ledger = Ledger("broker-" + ("kill" if kill else "stop"))
     predictor = Predictor(settings)
