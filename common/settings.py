@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     kafka_client: Literal["kafka-python", "confluent"] = _field(
         "kafka-python",
         "The predictor's serving loop on kafka-python, or on librdkafka (confluent; pip install "
-        "'streamfit[confluent]'): several times its throughput. Everything else stays on kafka-python.",
+        "'streamfit[confluent]'): a third of the CPU per request, about twice the throughput "
+        "(docs/benchmarks.md). Everything else stays on kafka-python.",
         "kafka",
     )
 
