@@ -1,19 +1,24 @@
 """The librdkafka clients' pure parts: the settings in librdkafka's names, its errors as the
 ``kafka.errors`` types the serving loop handles, and a clear error when the extra is missing. The
-clients themselves are tested on the real broker with every serving test (``kafka_client``)."""
+clients themselves are tested on the real broker with every serving test (``kafka_client``), and
+here where a serving test cannot reach: a commit the broker refuses."""
 
 from __future__ import annotations
 
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import confluent_kafka as ck
 import pytest
+from kafka import OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError, ProducerFencedError
 
 from streamfit.common import confluent
 from streamfit.common.errors import BrokerUnavailable, ConfigError
 from streamfit.common.settings import load_settings
+from tests.conftest import SettingsFactory, unique_group
 
 
 def test_plaintext_settings_in_librdkafka_names() -> None:
@@ -61,3 +66,22 @@ def test_without_the_extra_the_error_names_the_install_and_the_setting(monkeypat
     monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import fails as when it is not installed
     with pytest.raises(ConfigError, match=r"streamfit\[confluent\].*STREAMFIT_KAFKA_CLIENT=kafka-python"):
         confluent.Producer(load_settings(kafka_client="confluent"), "me")
+
+
+@pytest.mark.kafka
+def test_a_commit_the_broker_refuses_reaches_the_failure_hook_without_blocking(
+    settings_factory: SettingsFactory,
+) -> None:
+    """At-least-once commits on librdkafka do not wait for the broker; a refusal must still be heard
+    (the predictor counts and logs it). Offsets of a topic that does not exist are refused."""
+    settings = settings_factory(kafka_client="confluent")
+    refused: list[str] = []
+    consumer = confluent.Consumer(settings, unique_group(), "test-commit", on_commit_failure=refused.append)
+    try:
+        consumer.commit({TopicPartition(f"absent-{uuid.uuid4().hex[:8]}", 0): OffsetAndMetadata(5, "", -1)})
+        deadline = time.monotonic() + 20
+        while not refused and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=100)  # librdkafka serves the commit's answer inside poll
+    finally:
+        consumer.close()
+    assert refused and "not committed" in refused[0], refused
