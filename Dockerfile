@@ -10,7 +10,8 @@ COPY sample_app ./sample_app
 COPY streamfit ./streamfit
 # streamfit/common and its three siblings are links to the folders above: the wheel holds one
 # package, streamfit, with the parts inside it (docs/architecture.md, "One package")
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# the confluent extra too: STREAMFIT_KAFKA_CLIENT=confluent puts a predictor on librdkafka (its wheel bundles it)
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[confluent]'
 
 FROM python:3.11-slim
 # LightGBM needs OpenMP at run time.
