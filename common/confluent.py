@@ -90,6 +90,11 @@ def _kafka_error(kind: Any, doing: str, what: object) -> Exception:
     return out
 
 
+def _positions(ck: Any, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> list[Any]:
+    """kafka-python's offsets to commit as librdkafka's partitions with offsets."""
+    return [ck.TopicPartition(tp.topic, tp.partition, meta.offset) for tp, meta in offsets.items()]
+
+
 class Record:
     """One consumed message, with the attributes of kafka-python's ``ConsumerRecord`` the loop reads."""
 
@@ -173,9 +178,10 @@ class Consumer:
                 log.warning("consumer: %s", error.str())
                 continue
             topic, partition = m.topic(), m.partition()
-            records = out.get(self._tp(topic, partition))
+            tp = self._tp(topic, partition)
+            records = out.get(tp)
             if records is None:
-                records = out[self._tp(topic, partition)] = []
+                records = out[tp] = []
             records.append(Record(topic, partition, m.offset(), m.key(), m.value(), m.timestamp()[1]))
         return out
 
@@ -191,7 +197,7 @@ class Consumer:
     def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
         """Commit ``offsets``; without waiting for the broker when the consumer was given
         ``on_commit_failure`` (which then hears of a refusal), else waiting and raising it."""
-        wanted = [self._ck.TopicPartition(tp.topic, tp.partition, meta.offset) for tp, meta in offsets.items()]
+        wanted = _positions(self._ck, offsets)
         try:
             self._consumer.commit(offsets=wanted, asynchronous=self._on_commit_failure is not None)
         except self._ck.KafkaException as exc:
@@ -280,7 +286,7 @@ class Producer:
 
     def send_offsets_to_transaction(self, offsets: Mapping[TopicPartition, OffsetAndMetadata],
                                     group_metadata: Any) -> None:  # fmt: skip
-        wanted = [self._ck.TopicPartition(tp.topic, tp.partition, meta.offset) for tp, meta in offsets.items()]
+        wanted = _positions(self._ck, offsets)
         self._call("adding offsets to the transaction", self._producer.send_offsets_to_transaction, wanted,
                    group_metadata, self._timeout)  # fmt: skip
 
