@@ -215,6 +215,15 @@ def make_producer(settings: Settings, client_id: str = "streamfit", **overrides:
     return _bootstrap(settings, lambda ms: KafkaProducer(**{"bootstrap_timeout_ms": ms, **config}))
 
 
+def producer_broken(producer: Any) -> bool:
+    """Whether a kafka-python producer will send nothing more: its idempotence state took an error
+    as fatal (kafka-python 3 does so when the broker refuses a message as too large for the topic,
+    and a flush may then wait forever). Only a new producer sends again. Read from the producer's
+    transaction manager (not public API); False for any other producer."""
+    manager = getattr(producer, "_transaction_manager", None)
+    return bool(manager is not None and manager.has_fatal_error())
+
+
 def make_consumer(
     settings: Settings,
     group_id: str | None,

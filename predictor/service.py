@@ -7,6 +7,14 @@ record, build one feature matrix, one ``predict`` call, one prediction per reque
 joins, then deliver and commit. The model is read once per batch from the hot swap, which loads
 new models in a background thread; the first batch waits until a model is loaded (the group is
 joined only then, so a replica without a model holds no partitions).
+
+At-least-once on librdkafka, two batches overlap: while batch N's outputs are on their way (a
+helper thread waits for the broker's acknowledgements), batch N+1 is polled, read and predicted,
+the steps that change no state. Only then is N settled (acknowledged: its offsets committed;
+refused: the label join and counters rolled back, and N and N+1 both rewound), and N+1's label
+joins, signals and outputs follow. Exactly-once keeps one batch at a time (a transaction's answers
+are visible only once it commits), and so does kafka-python, whose network thread is Python and
+competes for the interpreter with the next batch's work (measured slower, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
+import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka import __version__ as kafka_version
 from kafka.coordinator.assignors.range import RangePartitionAssignor
@@ -32,7 +41,14 @@ from streamfit.common.bundle import ModelBundle
 from streamfit.common.compiled import compile_trees, require_compiler
 from streamfit.common.errors import BrokerUnavailable, ModelStoreError
 from streamfit.common.health import HealthServer
-from streamfit.common.kafka import CO_PARTITIONED, await_partitions, ensure_topics, make_consumer, make_producer
+from streamfit.common.kafka import (
+    CO_PARTITIONED,
+    await_partitions,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    producer_broken,
+)
 from streamfit.common.messages import FeatureDrift, Retrain, dead_letter
 from streamfit.common.model_store import ModelStore
 from streamfit.common.settings import Settings
@@ -65,6 +81,29 @@ TOPICS: Final = ("requests", "labels", "predictions", "observations", "retrain",
 Output = tuple[str, bytes | None, bytes, int | None]  # (topic, key, value, partition or None: by key)
 
 
+@dataclasses.dataclass(slots=True)
+class Scored:
+    """A batch read and predicted, nothing in the service's state changed yet."""
+
+    batch: PolledBatch
+    model: LoadedModel
+    intake: Intake
+    matrix: np.ndarray | None = None  # None: no request in the batch
+    raw: np.ndarray | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Sent:
+    """A batch whose outputs are on their way and whose offsets are not committed yet."""
+
+    batch: PolledBatch
+    intake: Intake
+    observations: int
+    states: tuple[Any, Any]  # the retrain counter's and drift monitor's, to roll back to
+    answers: list[Any]  # what send answered, one per output
+    acked: Future[None]  # the flush, in the helper thread
+
+
 class Predictor:
     """The service, runnable in-process (tests, the demo) or from ``streamfit predictor``.
 
@@ -94,6 +133,7 @@ class Predictor:
         self.group_id = group_id or settings.group_id("predictor")
         self.replica_id = replica_id or socket.gethostname()
         self.transactional = settings.processing_guarantee == "exactly-once"
+        self.overlap = not self.transactional and settings.kafka_client == "confluent"  # see the module's doc
         self.metrics = metrics or PredictorMetrics()
         self.join = LabelJoin(settings.pending_max, settings.pending_max_age)
         self.metrics.watch(self.join)
@@ -122,6 +162,8 @@ class Predictor:
         self._interim_seen = 0  # the drift monitor's observations when its life was last extended
         self._learning: tuple[LoadedModel, Future[InterimModel | None]] | None = None  # a fit running, and for whom
         self._learner = ThreadPoolExecutor(1, thread_name_prefix="streamfit-interim")
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="streamfit-flush")  # waits for a batch's acks
+        self._producer: KafkaProducer | None = None  # opened by run; replaced after a refusal it cannot survive
         self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
     # --- public surface ---------------------------------------------------------------------------
@@ -172,8 +214,9 @@ class Predictor:
                 stack.callback(self._follower.stop)
                 stack.callback(self.swap.close)
                 stack.callback(self._learner.shutdown, wait=False, cancel_futures=True)
-                producer = self._open_producer()
-                stack.callback(producer.close, timeout=5)
+                self._producer = self._open_producer()
+                stack.callback(lambda: self._producer and self._producer.close(timeout=5))
+                stack.callback(self._flusher.shutdown, wait=True)  # a flush in flight ends before the close
                 consumer = self._open_consumer()
                 stack.callback(consumer.close, autocommit=False)
                 stack.callback(self._dead_log.flush)
@@ -182,20 +225,21 @@ class Predictor:
                     self.settings.model_name, self.group_id, self.settings.processing_guarantee,
                     self.settings.batch_size, self.settings.batch_timeout_ms, self._client_name(),
                 )  # fmt: skip
-                return self._serve(consumer, producer, timeout, count)
+                return self._serve(consumer, timeout, count)
         finally:
             self._state = "closed"
             self._assigned = frozenset()
             log.info("predictor stopped")
 
     # --- the loop ---------------------------------------------------------------------------------
-    def _serve(self, consumer: KafkaConsumer, producer: KafkaProducer, timeout: float | None, count: int | None) -> int:
+    def _serve(self, consumer: KafkaConsumer, timeout: float | None, count: int | None) -> int:
         settings, topics = self.settings, self.topics
         deadline = None if timeout is None else time.monotonic() + timeout
         read = 0
         subscribed = False
         last_waiting_line = -WAITING_LOG_EVERY
         reader: Reader | None = None
+        sent: Sent | None = None  # the previous batch, until settled
         while not self._stopping:
             now = self._heartbeat = time.monotonic()
             if (deadline is not None and now >= deadline) or (count is not None and read >= count):
@@ -222,25 +266,48 @@ class Predictor:
             self._track_assignment(consumer)
             model = self.swap.current  # read once per batch, after the poll: a swap falls between batches
             assert model is not None  # models are only ever replaced, never removed
+            scored = None
+            if batch.records:
+                if reader is None or reader.pipeline is not model.pipeline:
+                    reader = Reader(model.pipeline, topics["requests"], topics["labels"],
+                                    settings.missing_features == "reject", settings.max_message_bytes)  # fmt: skip
+                scored = self._score(batch, model, reader)  # while the previous batch's acks are on their way
+            if sent is not None:
+                settled, sent = self._settle(sent, consumer, batch), None
+                if not settled:
+                    continue  # this batch was rewound with it
             if self.settings.interim_answers:
                 self._interim_answer(model)
-            if not batch.records:
+            if scored is None:
                 continue
-            if reader is None or reader.pipeline is not model.pipeline:
-                reader = Reader(model.pipeline, topics["requests"], topics["labels"],
-                                settings.missing_features == "reject", settings.max_message_bytes)  # fmt: skip
-            self._answer(batch, model, reader, consumer, producer)
+            sent = self._answer(scored, consumer)
             read += len(batch.records)
+            if sent is not None and not self.overlap:
+                self._settle(sent, consumer)
+                sent = None
+        if sent is not None:
+            self._settle(sent, consumer)
         return read
 
-    def _answer(
-        self, batch: PolledBatch, model: LoadedModel, reader: Reader, consumer: KafkaConsumer, producer: KafkaProducer
-    ) -> None:
-        intake = reader.read(batch.records)
+    def _score(self, batch: PolledBatch, model: LoadedModel, reader: Reader) -> Scored:
+        """Read every record, one matrix, one predict call: nothing here changes the service's state."""
+        scored = Scored(batch, model, reader.read(batch.records))
+        if scored.intake.ids:
+            started = time.perf_counter()
+            scored.matrix = model.pipeline.transform(scored.intake.features)
+            rows = len(scored.intake.ids)
+            scored.raw = model.predict_matrix(scored.matrix, 1 if rows <= PARALLEL_PREDICT_ROWS else 0)
+            self.metrics.predict_seconds.observe(time.perf_counter() - started)
+        return scored
+
+    def _answer(self, scored: Scored, consumer: KafkaConsumer) -> Sent | None:
+        """The batch's label joins, signals and outputs, sent. At-least-once: answers the batch in
+        flight, settled later (``_settle``); exactly-once: settled here, in one transaction."""
+        batch, intake = scored.batch, scored.intake
         self.join.begin()
-        retrain_state, drift_state = self.retrain.snapshot(), self.drift.snapshot()
+        states = self.retrain.snapshot(), self.drift.snapshot()
         outputs: list[Output] = []
-        observations = self._predict(intake, model, outputs)
+        observations = self._predict(scored, outputs)
         observations += self._join_labels(intake, outputs)
         self._dead_letters(intake, outputs)
         if due := self.retrain.add(observations):
@@ -248,10 +315,58 @@ class Predictor:
         if alarm := self.drift.check():
             self._signal_drift(alarm, outputs)
             self.retrain.drifted()
-        if not self._deliver(outputs, batch, consumer, producer):
+        if self.transactional:
+            self._settled(self._transact(outputs, batch, consumer), batch, intake, observations, states)
+            return None
+        producer = self._producer
+        assert producer is not None
+        send = producer.send
+        try:
+            answers = [
+                send(topic, key=key, value=value, partition=partition) for topic, key, value, partition in outputs
+            ]
+        except KafkaError as exc:
+            self._rewind(batch, consumer, exc)
+            self._settled(False, batch, intake, observations, states)
+            return None
+        return Sent(
+            batch,
+            intake,
+            observations,
+            states,
+            answers,
+            self._flusher.submit(producer.flush, self.settings.broker_timeout),
+        )
+
+    def _settle(self, sent: Sent, consumer: KafkaConsumer, ahead: PolledBatch | None = None) -> bool:
+        """Wait for the acknowledgements of a batch sent, then commit its offsets. Returns False when
+        the broker refused any output: the batch (and ``ahead``, the one polled since, not answered
+        yet) is rewound and will be read again (never skipped). A commit refused after the output was
+        acknowledged (a rebalance) only means the batch may be answered twice, by this replica or
+        the next owner."""
+        try:
+            sent.acked.result()
+            for answer in sent.answers:
+                if answer.failed():
+                    raise answer.exception
+        except KafkaError as exc:
+            self._rewind(sent.batch, consumer, exc, ahead)
+            self._settled(False, sent.batch, sent.intake, sent.observations, sent.states)
+            return False
+        try:
+            consumer.commit(_offsets(sent.batch))
+        except KafkaError as exc:
+            self._commit_refused(str(exc))
+        self._settled(True, sent.batch, sent.intake, sent.observations, sent.states)
+        return True
+
+    def _settled(self, delivered: bool, batch: PolledBatch, intake: Intake, observations: int,
+                 states: tuple[Any, Any]) -> None:  # fmt: skip
+        """Keep the batch's label joins and counts (delivered), or roll them back (rewound)."""
+        if not delivered:
             self.join.rollback()
-            self.retrain.restore(retrain_state)
-            self.drift.restore(drift_state)
+            self.retrain.restore(states[0])
+            self.drift.restore(states[1])
             return
         self.join.commit()
         self.join.expire(time.monotonic())
@@ -263,19 +378,17 @@ class Predictor:
         m.batch_size.observe(len(batch.records))
         m.batch_seconds.observe(time.monotonic() - batch.started)
 
-    def _predict(self, intake: Intake, model: LoadedModel, outputs: list[Output]) -> int:
-        """One matrix, one predict call, one prediction per request; returns the observations made."""
+    def _predict(self, scored: Scored, outputs: list[Output]) -> int:
+        """One prediction per request (the interim model's correction, when one serves); returns
+        the observations made."""
+        intake, model, matrix, raw = scored.intake, scored.model, scored.matrix, scored.raw
         ids = intake.ids
-        if not ids:
+        if matrix is None or raw is None:
             return 0
-        started = time.perf_counter()
         pipeline, bundle = model.pipeline, model.bundle
-        matrix = pipeline.transform(intake.features)
-        raw = model.predict_matrix(matrix, 1 if len(ids) <= PARALLEL_PREDICT_ROWS else 0)
         if self._interim is not None and self._interim.active(model.version):
             raw = self._interim.predict(matrix, raw)
         predictions, scores = pipeline.decode(raw)
-        self.metrics.predict_seconds.observe(time.perf_counter() - started)
         self.drift.requests(model.version, bundle, matrix)
         self.served_sample.sample(ids[0], matrix)
         outcome, take_served = self.drift.outcomes.append, self.served_sample.waiting.pop
@@ -398,63 +511,56 @@ class Predictor:
         else:
             log.info("interim model for version %s fitted again: %s", fitted.version, fitted.verdict.describe())
 
-    def _deliver(
-        self, outputs: list[Output], batch: PolledBatch, consumer: KafkaConsumer, producer: KafkaProducer
-    ) -> bool:
-        """Send every output, wait for the acknowledgements, then commit the batch's offsets.
-
-        Returns False when the broker refused the output: the batch is rewound and will be read
-        again (never skipped). A commit refused after the output was acknowledged (a rebalance)
-        only means the batch may be answered twice, by this replica or the next owner.
-        """
-        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in batch.next.items()}
+    def _transact(self, outputs: list[Output], batch: PolledBatch, consumer: KafkaConsumer) -> bool:
+        """Every output and the batch's offsets in one transaction. Returns False when the broker
+        refused it: the batch is rewound and will be read again (never skipped)."""
+        producer = self._producer
+        assert producer is not None
         send = producer.send
         try:
-            if self.transactional:
-                producer.begin_transaction()
-                for topic, key, value, partition in outputs:
-                    send(topic, key=key, value=value, partition=partition)
-                producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
-                producer.commit_transaction()
-                return True
-            futures = [
-                send(topic, key=key, value=value, partition=partition) for topic, key, value, partition in outputs
-            ]
-            producer.flush()
-            for future in futures:
-                if future.failed():
-                    raise future.exception
+            producer.begin_transaction()
+            for topic, key, value, partition in outputs:
+                send(topic, key=key, value=value, partition=partition)
+            producer.send_offsets_to_transaction(_offsets(batch), consumer.group_metadata())
+            producer.commit_transaction()
+            return True
         except ProducerFencedError as exc:
             raise BrokerUnavailable(
                 f"another predictor took this one's transactional id ({self.group_id}.{self.replica_id}): {exc}; "
                 "give each replica its own --replica-id"
             ) from exc
         except KafkaError as exc:
-            self._rewind(batch, consumer, producer, exc)
+            self._rewind(batch, consumer, exc)
             return False
-        try:
-            consumer.commit(offsets)
-        except KafkaError as exc:
-            self._commit_refused(str(exc))
-        return True
 
     def _commit_refused(self, why: str) -> None:
         self.metrics.commit_failures.inc()
         log.warning("offsets of a delivered batch were not committed (%s); it may be answered again", why)
 
-    def _rewind(self, batch: PolledBatch, consumer: KafkaConsumer, producer: KafkaProducer, exc: Exception) -> None:
+    def _rewind(
+        self, batch: PolledBatch, consumer: KafkaConsumer, exc: Exception, ahead: PolledBatch | None = None
+    ) -> None:
+        """Seek back to the batch's first records (and to those of ``ahead``, polled after it, on
+        partitions the batch did not read)."""
+        producer = self._producer
+        assert producer is not None
         if self.transactional:
             with contextlib.suppress(KafkaError):
                 producer.abort_transaction()
         assigned = consumer.assignment()
-        for tp, offset in batch.first.items():
+        first = batch.first if ahead is None else {**ahead.first, **batch.first}
+        for tp, offset in first.items():
             if tp in assigned:
                 consumer.seek(tp, offset)
         self.metrics.batch_retries.inc()
+        renew = producer_broken(producer)
         log.error(
-            "the broker did not take a batch's output (%s: %s); retrying it in %.0fs",
-            type(exc).__name__, exc, RETRY_PAUSE,
+            "the broker did not take a batch's output (%s: %s); retrying it in %.0fs%s",
+            type(exc).__name__, exc, RETRY_PAUSE, " with a new producer" if renew else "",
         )  # fmt: skip
+        if renew:
+            producer.close(timeout=1)
+            self._producer = self._open_producer()
         time.sleep(RETRY_PAUSE)
 
     # --- wiring -----------------------------------------------------------------------------------
@@ -534,3 +640,8 @@ class Predictor:
         if self._follower is not None and not self._follower.alive and not self._stopping:
             return False, "the thread that follows the models topic died (see the log)"
         return True, "ok"
+
+
+def _offsets(batch: PolledBatch) -> dict[TopicPartition, OffsetAndMetadata]:
+    """What to commit once the batch is answered: the next offset of every partition it read."""
+    return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in batch.next.items()}

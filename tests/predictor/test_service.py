@@ -10,9 +10,11 @@ from collections.abc import Callable
 
 import orjson
 import pytest
+from kafka.admin import ConfigResource, ConfigResourceType
 
-from streamfit.common.kafka import make_producer
+from streamfit.common.kafka import make_admin, make_producer
 from streamfit.common.messages import Label
+from streamfit.common.settings import Settings
 from streamfit.kafka_server import free_port
 from streamfit.predictor.service import Predictor
 from tests.conftest import SettingsFactory
@@ -312,3 +314,57 @@ def test_with_compiled_trees_the_predictor_answers_through_them_as_lightgbm_woul
     assert [by_id[i]["prediction"] for i in ids] == expected
     assert max(abs(by_id[i]["score"] - s) for i, s in zip(ids, scores, strict=True)) <= 1e-9
     assert predictor.metrics.value("compile_failures_total") == 0
+
+
+def limit_messages(settings: Settings, topic: str, max_bytes: int | None) -> None:
+    """Make the broker refuse (``max_bytes``) or take again (None) the topic's larger messages."""
+    admin = make_admin(settings)
+    try:
+        value = ("DELETE", None) if max_bytes is None else str(max_bytes)
+        result = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, settings.topic(topic),
+                                                     configs={"max.message.bytes": value})])  # fmt: skip
+        assert not any(getattr(error, "errno", 0) for errors in result.values() for error in errors.values()), result
+    finally:
+        admin.close()
+
+
+@pytest.mark.parametrize("kafka_client", CLIENTS)
+def test_a_batch_the_broker_refuses_is_rolled_back_and_read_again_until_it_is_taken(
+    kafka_client: str, make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
+) -> None:
+    """For a while the observations topic refuses every message (``max.message.bytes`` 64): each
+    batch of labels is refused, its joins rolled back and the batch read again; requests sent
+    meanwhile wait behind it. Once the topic takes them, every label is joined exactly once and every
+    request is answered. (kafka-python's producer takes that refusal as fatal and its flush may then
+    wait for good: the predictor bounds the wait by ``broker_timeout`` and opens a new producer.)"""
+    settings = make_settings(kafka_client=kafka_client, broker_timeout=5.0)
+    models_factory(settings).release("1")
+    producer = make_producer(settings)
+    predictions, observations = reader(settings, "predictions"), reader(settings, "observations")
+    ids = [f"rw-{i}" for i in range(100)]
+    later = [f"rw-{i}" for i in range(100, 150)]
+    labels_topic = settings.topic("labels")
+    with running(Predictor(settings)) as predictor:
+        metrics = predictor.metrics
+        send_requests(producer, settings, ids)
+        predictions.until(lambda values: {v["request_id"] for v in values} >= set(ids), what="every request answered")
+        limit_messages(settings, "observations", 64)
+        try:
+            for request_id in ids:
+                producer.send(labels_topic, key=request_id.encode(),
+                              value=Label(request_id=request_id, label="yes").encode())  # fmt: skip
+            producer.flush()
+            wait_for(lambda: metrics.value("batch_retries_total") >= 2, what="a refused batch retried twice")
+            send_requests(producer, settings, later, start=100)
+            assert metrics.value("observations_total") == 0
+        finally:
+            limit_messages(settings, "observations", None)
+        wait_for(lambda: metrics.value("observations_total") == len(ids), what="every label joined")
+        predictions.until(lambda values: {v["request_id"] for v in values} >= set(ids + later),
+                          what="every request answered")  # fmt: skip
+        assert metrics.value("label_outcomes_total", {"outcome": "joined"}) == len(ids)
+        assert metrics.value("batch_retries_total") >= 2
+    observations.count(len(ids))
+    observations.poll(1000)  # anything more the predictor wrote
+    assert sorted(o["request_id"] for o in observations.values) == sorted(ids)  # each label joined once
+    producer.close()
