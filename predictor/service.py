@@ -94,14 +94,14 @@ class Scored:
 
 @dataclasses.dataclass(slots=True)
 class Sent:
-    """A batch whose outputs are on their way and whose offsets are not committed yet."""
+    """A batch answered: its outputs on their way, its offsets not committed yet."""
 
     batch: PolledBatch
     intake: Intake
     observations: int
     states: tuple[Any, Any]  # the retrain counter's and drift monitor's, to roll back to
-    answers: list[Any]  # what send answered, one per output
-    acked: Future[None]  # the flush, in the helper thread
+    answers: list[Any] = dataclasses.field(default_factory=list)  # what send answered, one per output
+    acked: Future[None] | None = None  # the flush, in the helper thread
 
 
 class Predictor:
@@ -315,28 +315,21 @@ class Predictor:
         if alarm := self.drift.check():
             self._signal_drift(alarm, outputs)
             self.retrain.drifted()
+        sent = Sent(batch, intake, observations, states)
         if self.transactional:
-            self._settled(self._transact(outputs, batch, consumer), batch, intake, observations, states)
+            self._settled(sent, self._transact(outputs, batch, consumer))
             return None
         producer = self._producer
         assert producer is not None
         send = producer.send
         try:
-            answers = [
-                send(topic, key=key, value=value, partition=partition) for topic, key, value, partition in outputs
-            ]
+            sent.answers = [send(topic, key=k, value=v, partition=p) for topic, k, v, p in outputs]
         except KafkaError as exc:
             self._rewind(batch, consumer, exc)
-            self._settled(False, batch, intake, observations, states)
+            self._settled(sent, False)
             return None
-        return Sent(
-            batch,
-            intake,
-            observations,
-            states,
-            answers,
-            self._flusher.submit(producer.flush, self.settings.broker_timeout),
-        )
+        sent.acked = self._flusher.submit(producer.flush, self.settings.broker_timeout)
+        return sent
 
     def _settle(self, sent: Sent, consumer: KafkaConsumer, ahead: PolledBatch | None = None) -> bool:
         """Wait for the acknowledgements of a batch sent, then commit its offsets. Returns False when
@@ -344,6 +337,7 @@ class Predictor:
         yet) is rewound and will be read again (never skipped). A commit refused after the output was
         acknowledged (a rebalance) only means the batch may be answered twice, by this replica or
         the next owner."""
+        assert sent.acked is not None
         try:
             sent.acked.result()
             for answer in sent.answers:
@@ -351,30 +345,30 @@ class Predictor:
                     raise answer.exception
         except KafkaError as exc:
             self._rewind(sent.batch, consumer, exc, ahead)
-            self._settled(False, sent.batch, sent.intake, sent.observations, sent.states)
+            self._settled(sent, False)
             return False
         try:
             consumer.commit(_offsets(sent.batch))
         except KafkaError as exc:
             self._commit_refused(str(exc))
-        self._settled(True, sent.batch, sent.intake, sent.observations, sent.states)
+        self._settled(sent, True)
         return True
 
-    def _settled(self, delivered: bool, batch: PolledBatch, intake: Intake, observations: int,
-                 states: tuple[Any, Any]) -> None:  # fmt: skip
+    def _settled(self, sent: Sent, delivered: bool) -> None:
         """Keep the batch's label joins and counts (delivered), or roll them back (rewound)."""
         if not delivered:
             self.join.rollback()
-            self.retrain.restore(states[0])
-            self.drift.restore(states[1])
+            self.retrain.restore(sent.states[0])
+            self.drift.restore(sent.states[1])
             return
+        batch, intake = sent.batch, sent.intake
         self.join.commit()
         self.join.expire(time.monotonic())
         m = self.metrics
         m.requests.inc(intake.requests_read)
         m.labels.inc(intake.labels_read)
         m.predictions.inc(len(intake.ids))
-        m.observations.inc(observations)
+        m.observations.inc(sent.observations)
         m.batch_size.observe(len(batch.records))
         m.batch_seconds.observe(time.monotonic() - batch.started)
 
