@@ -3,7 +3,9 @@
 - ``echo``: the ceiling. The predictor's own client, configuration and batching (``collect``, the
   same consumer, the same producer linger, one flush and one commit per batch), and no model: the
   request is not even read, and its answer is a fixed prediction-sized message under its key, so
-  that both write the same bytes. On either Kafka client, as the predictor (``kafka_client``).
+  that both write the same bytes. On either Kafka client, as the predictor (``kafka_client``); one
+  batch at a time on both (the predictor on librdkafka polls and predicts the next batch while
+  the previous one's acknowledgements are awaited).
 - ``seed``: the loop the project replaces, as faithfully as we know it: per message, JSON (the
   standard library) to a one-row DataFrame, the feature transform, ``predict``, ``send``, ``flush``;
   offsets auto-committed. Same model (the champion's bundle), same topics and partitions.

@@ -267,10 +267,11 @@ class Producer:
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every message sent is delivered or refused; what ``send`` answered says which."""
-        left = self._producer.flush(self._timeout if timeout is None else timeout)
+        wait = self._timeout if timeout is None else timeout
+        left = self._producer.flush(wait)
         self._deliveries = _Deliveries()  # the next messages answer to the next flush
         if left:
-            raise KafkaTimeoutError(f"{left} message(s) not delivered within {self._timeout:.0f}s (--broker-timeout)")
+            raise KafkaTimeoutError(f"{left} message(s) not delivered within {wait:.0f}s (--broker-timeout)")
 
     def _call(self, doing: str, method: Any, *args: Any) -> None:
         try:
