@@ -55,18 +55,21 @@ class Served:
 # than 65,534 distinct key sets, predictions or versions) travels whole in the JSON tail instead.
 _HEADER: Final = struct.Struct("<ddHHHB")  # score, served_at, key set, prediction, version, flags
 _NOT_IN_TABLE: Final = 0xFFFF
+_pack_header, _dumps = _HEADER.pack, orjson.dumps
 _WHOLE: Final = 1  # flag: the tail is [features, prediction, version], features a dict
 
 
 class _Table:
-    """Values seen often (feature name sets, class labels, model versions) and their small ids."""
+    """Values seen often (feature name sets, class labels, model versions) and their small ids.
+    ``typed``: 1, 1.0 and True are distinct values (predictions); else values are of one type."""
 
-    def __init__(self) -> None:
-        self.ids: dict[tuple[type, Any], int] = {}
+    def __init__(self, typed: bool = False) -> None:
+        self.typed = typed
+        self.ids: dict[Any, int] = {}
         self.values: list[Any] = []
 
     def id_of(self, value: Any) -> int:
-        key = (type(value), value)  # 1, 1.0 and True are distinct predictions
+        key = (type(value), value) if self.typed else value
         found = self.ids.get(key)
         if found is not None:
             return found
@@ -79,21 +82,20 @@ class _Table:
 
 class _Packer:
     def __init__(self) -> None:
-        self.key_sets, self.predictions, self.versions = _Table(), _Table(), _Table()
+        self.key_sets, self.predictions, self.versions = _Table(), _Table(typed=True), _Table()
 
-    def pack(self, served: Served) -> bytes:
-        features = served.features
+    def pack(self, features: dict[str, Any], prediction: Any, score: float, model_version: str,
+             served_at: float) -> bytes:  # fmt: skip
         try:
             key_set = self.key_sets.id_of(tuple(features))
         except TypeError:  # pragma: no cover - feature names are JSON object keys, always hashable
             key_set = _NOT_IN_TABLE
-        prediction = self.predictions.id_of(served.prediction) if _hashable(served.prediction) else _NOT_IN_TABLE
-        version = self.versions.id_of(served.model_version)
-        values: Any = list(features.values()) if key_set != _NOT_IN_TABLE else features
-        if prediction == _NOT_IN_TABLE or version == _NOT_IN_TABLE:
-            tail = orjson.dumps([features, served.prediction, served.model_version])
-            return _HEADER.pack(served.score, served.served_at, _NOT_IN_TABLE, 0, 0, _WHOLE) + tail
-        return _HEADER.pack(served.score, served.served_at, key_set, prediction, version, 0) + orjson.dumps(values)
+        prediction_id = self.predictions.id_of(prediction) if _hashable(prediction) else _NOT_IN_TABLE
+        version = self.versions.id_of(model_version)
+        if prediction_id == _NOT_IN_TABLE or version == _NOT_IN_TABLE or key_set == _NOT_IN_TABLE:
+            tail = _dumps([features, prediction, model_version])
+            return _pack_header(score, served_at, _NOT_IN_TABLE, 0, 0, _WHOLE) + tail
+        return _pack_header(score, served_at, key_set, prediction_id, version, 0) + _dumps(list(features.values()))
 
     def unpack(self, packed: bytes) -> Served:
         score, served_at, key_set, prediction, version, flags = _HEADER.unpack_from(packed)
@@ -147,8 +149,10 @@ class LabelJoin:
     def held(self) -> int:
         return len(self._held)
 
-    def served(self, request_id: str, served: Served) -> Any:
-        """Remember a served request; returns its early label if one was held, else ``NO_LABEL``."""
+    def served(self, request_id: str, features: dict[str, Any], prediction: Any, score: float, model_version: str,
+               served_at: float) -> Any:  # fmt: skip
+        """Remember a served request (what ``label`` gives back as a ``Served``); returns its early
+        label if one was held, else ``NO_LABEL``."""
         if self._held:
             early = self._held.pop(request_id, None)
             if early is not None:
@@ -158,7 +162,7 @@ class LabelJoin:
                 return early[0]
         pending = self._pending
         pending.pop(request_id, None)  # served again: it is now the newest
-        packed = self._packer.pack(served)
+        packed = self._packer.pack(features, prediction, score, model_version, served_at)
         pending[request_id] = packed
         self._order_ids.append(request_id)
         self._order_packed.append(packed)

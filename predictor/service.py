@@ -59,7 +59,7 @@ from streamfit.predictor.hot_swap import HotSwap, LoadedModel
 from streamfit.predictor.intake import Intake, Reader
 from streamfit.predictor.interim import LIFETIME as INTERIM_LIFETIME
 from streamfit.predictor.interim import InterimModel, learn
-from streamfit.predictor.label_join import NO_LABEL, LabelJoin, Served
+from streamfit.predictor.label_join import NO_LABEL, LabelJoin
 from streamfit.predictor.metrics import PredictorMetrics
 from streamfit.predictor.model_follower import ModelFollower
 from streamfit.predictor.retrain_signal import RetrainCounter
@@ -72,6 +72,7 @@ POLL_WAIT_MS: Final = 100  # longest wait for a first record: how quickly stop()
 WAITING_LOG_EVERY: Final = 5.0  # seconds between "no model yet" lines
 WARM_UP_ROWS: Final = 8  # recent request rows a new model is warmed up on
 PARALLEL_PREDICT_ROWS: Final = 5000  # smaller batches predict on one thread (no OpenMP spin)
+ASSIGNMENT_EVERY: Final = 0.5  # seconds between reads of the assignment while batches come (2% of the loop)
 LIVE_AFTER: Final = 180.0  # /healthz fails when the loop has not turned for this long
 RETRY_PAUSE: Final = 1.0
 PRODUCER_LINGER_MS: Final = 1000  # seconds before a batch the broker refused is retried
@@ -152,6 +153,7 @@ class Predictor:
         self._stopping = False
         self._state = "new"
         self._assigned: frozenset[TopicPartition] = frozenset()
+        self._assignment_read = -ASSIGNMENT_EVERY  # monotonic seconds
         self._heartbeat = time.monotonic()
         self._follower: ModelFollower | None = None
         self._same_partition = False  # answers go to their request's partition number (see _predict)
@@ -263,7 +265,8 @@ class Predictor:
                 lambda ms, n: consumer.poll(timeout_ms=ms, max_records=n),
                 settings.batch_size, POLL_WAIT_MS, settings.batch_timeout_ms,
             )  # fmt: skip
-            self._track_assignment(consumer)
+            if not batch.records or now - self._assignment_read >= ASSIGNMENT_EVERY:
+                self._track_assignment(consumer)
             model = self.swap.current  # read once per batch, after the poll: a swap falls between batches
             assert model is not None  # models are only ever replaced, never removed
             scored = None
@@ -398,7 +401,7 @@ class Predictor:
             key = request_id.encode()
             append((topic, key, prediction_json(request_id, prediction, score, version, at), partition))
             if label is NO_LABEL:
-                label = served(request_id, Served(features[i], prediction, score, version, mono))
+                label = served(request_id, features[i], prediction, score, version, mono)
                 if label is NO_LABEL:
                     continue
             observation = observation_json(
@@ -607,6 +610,7 @@ class Predictor:
         return self._store.fetch_bundle(uri, sha256)
 
     def _track_assignment(self, consumer: KafkaConsumer) -> None:
+        self._assignment_read = time.monotonic()
         assigned = frozenset(consumer.assignment())
         if assigned != self._assigned:
             self._assigned = assigned
