@@ -158,6 +158,9 @@ class Consumer:
     def subscribe(self, topics: Iterable[str]) -> None:
         self._consumer.subscribe(list(topics))
 
+    def unsubscribe(self) -> None:
+        self._consumer.unsubscribe()
+
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
         """What the client holds now, up to ``max_records``; if nothing, waits up to ``timeout_ms``
         for a first record (kafka-python's ``poll``: librdkafka's ``consume`` would wait until the

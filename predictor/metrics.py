@@ -61,6 +61,10 @@ class PredictorMetrics:
             "commit_failures", "Offset commits refused (a rebalance: the batch may be repeated).",
             namespace=ns, registry=r,
         )  # fmt: skip
+        self.group_rejoins = Counter(
+            "group_rejoins", "Times the consumer left its group and joined it again after commits refused in a row.",
+            namespace=ns, registry=r,
+        )  # fmt: skip
         self.interim_corrections = Counter(
             "interim_corrections", "Model versions that answered through an interim model learnt from the "
             "labels since a change (predictor.interim).", namespace=ns, registry=r,

@@ -34,7 +34,7 @@ import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka import __version__ as kafka_version
 from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.errors import KafkaError, ProducerFencedError
+from kafka.errors import CommitFailedError, KafkaError, ProducerFencedError
 
 from streamfit.common import confluent
 from streamfit.common.bundle import ModelBundle
@@ -75,6 +75,7 @@ PARALLEL_PREDICT_ROWS: Final = 5000  # smaller batches predict on one thread (no
 ASSIGNMENT_EVERY: Final = 0.5  # seconds between reads of the assignment while batches come (2% of the loop)
 LIVE_AFTER: Final = 180.0  # /healthz fails when the loop has not turned for this long
 RETRY_PAUSE: Final = 1.0
+REJOIN_AFTER: Final = 3  # offset commits refused in a row before the consumer leaves its group and joins again
 PRODUCER_LINGER_MS: Final = 1000  # seconds before a batch the broker refused is retried
 
 TOPICS: Final = ("requests", "labels", "predictions", "observations", "retrain", "models", "dead-letters")
@@ -166,6 +167,9 @@ class Predictor:
         self._learner = ThreadPoolExecutor(1, thread_name_prefix="streamfit-interim")
         self._flusher = ThreadPoolExecutor(1, thread_name_prefix="streamfit-flush")  # waits for a batch's acks
         self._producer: KafkaProducer | None = None  # opened by run; replaced after a refusal it cannot survive
+        self._consumer: KafkaConsumer | None = None  # opened by run
+        self._refused = 0  # offset commits refused in a row (kafka-python: see _rejoin)
+        self._last_refusal = ""
         self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
     # --- public surface ---------------------------------------------------------------------------
@@ -219,7 +223,7 @@ class Predictor:
                 self._producer = self._open_producer()
                 stack.callback(lambda: self._producer and self._producer.close(timeout=5))
                 stack.callback(self._flusher.shutdown, wait=True)  # a flush in flight ends before the close
-                consumer = self._open_consumer()
+                consumer = self._consumer = self._open_consumer()
                 stack.callback(consumer.close, autocommit=False)
                 stack.callback(self._dead_log.flush)
                 log.info(
@@ -281,6 +285,9 @@ class Predictor:
                     continue  # this batch was rewound with it
             if self.settings.interim_answers:
                 self._interim_answer(model)
+            if self._refused >= REJOIN_AFTER and sent is None:
+                self._rejoin(consumer)
+                continue
             if scored is None:
                 continue
             sent = self._answer(scored, consumer)
@@ -352,8 +359,10 @@ class Predictor:
             return False
         try:
             consumer.commit(_offsets(sent.batch))
+            self._refused = 0  # (librdkafka: the commit is only sent; a refusal comes to _commit_refused)
         except KafkaError as exc:
             self._commit_refused(str(exc))
+            self._note_refusal(exc)
         self._settled(sent, True)
         return True
 
@@ -520,6 +529,7 @@ class Predictor:
                 send(topic, key=key, value=value, partition=partition)
             producer.send_offsets_to_transaction(_offsets(batch), consumer.group_metadata())
             producer.commit_transaction()
+            self._refused = 0
             return True
         except ProducerFencedError as exc:
             raise BrokerUnavailable(
@@ -527,8 +537,35 @@ class Predictor:
                 "give each replica its own --replica-id"
             ) from exc
         except KafkaError as exc:
+            if isinstance(exc, CommitFailedError):  # the offsets, for the group membership they came with
+                self._note_refusal(exc)
             self._rewind(batch, consumer, exc)
             return False
+
+    def _note_refusal(self, exc: Exception) -> None:
+        self._refused += 1
+        self._last_refusal = f"{type(exc).__name__}: {exc}"
+
+    def _rejoin(self, consumer: KafkaConsumer) -> None:
+        """Leave the group and join it again, after ``REJOIN_AFTER`` offset commits refused in a row.
+
+        kafka-python 3.0.12 can lose its group membership without knowing it: a join it started when
+        its metadata briefly changed is abandoned once the metadata is back (``need_rejoin`` turns
+        false with the join in flight), and the consumer stays "rebalancing" with its heartbeats
+        off, still fetching from its old partitions, while the broker expires it from the group.
+        Every commit is then refused (``RebalanceInProgressError``; in a transaction "consumer group
+        metadata mismatch: UnknownMemberIdError") and nothing in the client ever rejoins: an
+        exactly-once predictor served nothing for ten minutes (docs/benchmarks.md). A new
+        subscription makes it join again; the offsets not committed are read again from the last
+        committed ones, as after any rebalance."""
+        self.metrics.group_rejoins.inc()
+        log.warning(
+            "%d offset commits in a row were refused (the last: %s): leaving group %s and joining it again",
+            self._refused, self._last_refusal, self.group_id,
+        )  # fmt: skip
+        self._refused = 0
+        consumer.unsubscribe()
+        consumer.subscribe([self.topics["requests"], self.topics["labels"]])
 
     def _commit_refused(self, why: str) -> None:
         self.metrics.commit_failures.inc()

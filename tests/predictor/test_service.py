@@ -10,9 +10,11 @@ from collections.abc import Callable
 
 import orjson
 import pytest
+from kafka import TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.structs import MemberState
 
-from streamfit.common.kafka import make_admin, make_producer
+from streamfit.common.kafka import make_admin, make_consumer, make_producer
 from streamfit.common.messages import Label
 from streamfit.common.settings import Settings
 from streamfit.kafka_server import free_port
@@ -367,4 +369,63 @@ def test_a_batch_the_broker_refuses_is_rolled_back_and_read_again_until_it_is_ta
     observations.count(len(ids))
     observations.poll(1000)  # anything more the predictor wrote
     assert sorted(o["request_id"] for o in observations.values) == sorted(ids)  # each label joined once
+    producer.close()
+
+
+def group_state(settings: Settings, group_id: str) -> str | None:
+    admin = make_admin(settings)
+    try:
+        return next((g["group_state"] for g in admin.list_groups() if g["group_id"] == group_id), None)
+    finally:
+        admin.close()
+
+
+def uncommitted(settings: Settings, group_id: str) -> int:
+    """Requests on the topic past the group's committed offsets."""
+    consumer = make_consumer(settings, group_id, client_id="test-committed")  # never subscribes: no join
+    try:
+        topic = settings.topic("requests")
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+        ends = consumer.end_offsets(partitions)
+        return sum(ends[tp] - (consumer.committed(tp) or 0) for tp in partitions)
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+def test_a_consumer_that_lost_its_group_without_knowing_it_joins_again(
+    guarantee: str, make_settings: SettingsFactory, models_factory: ModelsFactory, reader: ReaderFactory
+) -> None:
+    """kafka-python 3.0.12 can abandon a join it started and stay "rebalancing" with its heartbeats
+    off, fetching from its old partitions while the broker expires it from the group; every commit
+    is then refused, and nothing in the client joins again (the serving benchmark's exactly-once
+    predictor answered nothing for ten minutes so). That state is made here by hand in the
+    predictor's own consumer. After three refused commits the predictor leaves the group and joins
+    again: every request is answered and every offset committed."""
+    settings = make_settings(processing_guarantee=guarantee)
+    models_factory(settings).release("1")
+    producer = make_producer(settings)
+    predictions = reader(settings, "predictions", read_committed=True)
+    ids = [f"lost-{i}" for i in range(20)]
+
+    def answered(wanted: list[str]) -> Callable[[list[dict[str, object]]], bool]:
+        return lambda values: {v["request_id"] for v in values} >= set(wanted)
+
+    with running(Predictor(settings)) as predictor:
+        send_requests(producer, settings, ids[:5])
+        predictions.until(answered(ids[:5]), what="first answers")
+        coordinator = predictor._consumer._coordinator  # type: ignore[union-attr]
+        with coordinator._lock:  # what the abandoned join left, as read from the stuck predictor
+            coordinator.state, coordinator.rejoining = MemberState.REBALANCING, True
+        coordinator._disable_heartbeat()
+        wait_for(lambda: group_state(settings, predictor.group_id) == "Empty", what="the broker expired the member")
+        for start in range(5, 20, 5):  # three batches at least: at-least-once does not repeat a batch
+            send_requests(producer, settings, ids[start : start + 5], start=start)
+            if guarantee == "at-least-once":
+                predictions.until(answered(ids[start : start + 5]), what="answers")
+        predictions.until(answered(ids), what="every request answered")
+        wait_for(lambda: uncommitted(settings, predictor.group_id) == 0, what="every offset committed")
+        assert predictor.metrics.value("group_rejoins_total") >= 1
+        assert predictor.metrics.value("commit_failures_total" if guarantee == "at-least-once"
+                                       else "batch_retries_total") >= 3  # fmt: skip
     producer.close()
