@@ -549,10 +549,11 @@ class Predictor:
     def _rejoin(self, consumer: KafkaConsumer) -> None:
         """Leave the group and join it again, after ``REJOIN_AFTER`` offset commits refused in a row.
 
-        kafka-python 3.0.12 can lose its group membership without knowing it: a join it started when
-        its metadata briefly changed is abandoned once the metadata is back (``need_rejoin`` turns
-        false with the join in flight), and the consumer stays "rebalancing" with its heartbeats
-        off, still fetching from its old partitions, while the broker expires it from the group.
+        kafka-python 3.0.12 can lose its group membership without knowing it: the consumer stays
+        "rebalancing" with its heartbeats off and a finished join never taken up, still fetching
+        from its old partitions, while the broker expires it from the group (read in a stuck
+        process; its code reads as if a join started when its metadata briefly changed is
+        abandoned once ``need_rejoin`` turns false again).
         Every commit is then refused (``RebalanceInProgressError``; in a transaction "consumer group
         metadata mismatch: UnknownMemberIdError") and nothing in the client ever rejoins: an
         exactly-once predictor served nothing for ten minutes (docs/benchmarks.md). A new
