@@ -75,7 +75,9 @@ PARALLEL_PREDICT_ROWS: Final = 5000  # smaller batches predict on one thread (no
 ASSIGNMENT_EVERY: Final = 0.5  # seconds between reads of the assignment while batches come (2% of the loop)
 LIVE_AFTER: Final = 180.0  # /healthz fails when the loop has not turned for this long
 RETRY_PAUSE: Final = 1.0
-REJOIN_AFTER: Final = 3  # offset commits refused in a row before the consumer leaves its group and joins again
+# The consumer leaves its group and joins again after this many offset commits refused in a row,
+# over at least this many seconds (longer than a rebalance takes, so as not to start another).
+REJOIN_AFTER: Final = (3, 15.0)
 PRODUCER_LINGER_MS: Final = 1000  # seconds before a batch the broker refused is retried
 
 TOPICS: Final = ("requests", "labels", "predictions", "observations", "retrain", "models", "dead-letters")
@@ -169,6 +171,7 @@ class Predictor:
         self._producer: KafkaProducer | None = None  # opened by run; replaced after a refusal it cannot survive
         self._consumer: KafkaConsumer | None = None  # opened by run
         self._refused = 0  # offset commits refused in a row (kafka-python: see _rejoin)
+        self._refused_since = 0.0  # monotonic seconds, the first of them
         self._last_refusal = ""
         self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
@@ -285,7 +288,7 @@ class Predictor:
                     continue  # this batch was rewound with it
             if self.settings.interim_answers:
                 self._interim_answer(model)
-            if self._refused >= REJOIN_AFTER and sent is None:
+            if self._refused >= REJOIN_AFTER[0] and now - self._refused_since >= REJOIN_AFTER[1] and sent is None:
                 self._rejoin(consumer)
                 continue
             if scored is None:
@@ -543,11 +546,13 @@ class Predictor:
             return False
 
     def _note_refusal(self, exc: Exception) -> None:
+        if not self._refused:
+            self._refused_since = time.monotonic()
         self._refused += 1
         self._last_refusal = f"{type(exc).__name__}: {exc}"
 
     def _rejoin(self, consumer: KafkaConsumer) -> None:
-        """Leave the group and join it again, after ``REJOIN_AFTER`` offset commits refused in a row.
+        """Leave the group and join it again, after offset commits refused in a row (``REJOIN_AFTER``).
 
         kafka-python 3.0.12 can lose its group membership without knowing it: the consumer stays
         "rebalancing" with its heartbeats off and a finished join never taken up, still fetching
@@ -561,8 +566,8 @@ class Predictor:
         committed ones, as after any rebalance."""
         self.metrics.group_rejoins.inc()
         log.warning(
-            "%d offset commits in a row were refused (the last: %s): leaving group %s and joining it again",
-            self._refused, self._last_refusal, self.group_id,
+            "%d offset commits in a row were refused over %.0fs (the last: %s): leaving group %s and joining it again",
+            self._refused, time.monotonic() - self._refused_since, self._last_refusal, self.group_id,
         )  # fmt: skip
         self._refused = 0
         consumer.unsubscribe()

@@ -400,8 +400,8 @@ def test_a_consumer_that_lost_its_group_without_knowing_it_joins_again(
     off, fetching from its old partitions while the broker expires it from the group; every commit
     is then refused, and nothing in the client joins again (the serving benchmark's exactly-once
     predictor answered nothing for ten minutes so). That state is made here by hand in the
-    predictor's own consumer. After three refused commits the predictor leaves the group and joins
-    again: every request is answered and every offset committed."""
+    predictor's own consumer. After commits refused in a row for 15 s the predictor leaves the group
+    and joins again: every request is answered and every offset committed."""
     settings = make_settings(processing_guarantee=guarantee)
     models_factory(settings).release("1")
     producer = make_producer(settings)
@@ -423,8 +423,8 @@ def test_a_consumer_that_lost_its_group_without_knowing_it_joins_again(
             send_requests(producer, settings, ids[start : start + 5], start=start)
             if guarantee == "at-least-once":
                 predictions.until(answered(ids[start : start + 5]), what="answers")
-        predictions.until(answered(ids), what="every request answered")
-        wait_for(lambda: uncommitted(settings, predictor.group_id) == 0, what="every offset committed")
+        predictions.until(answered(ids), timeout=60, what="every request answered")
+        wait_for(lambda: uncommitted(settings, predictor.group_id) == 0, timeout=60, what="every offset committed")
         assert predictor.metrics.value("group_rejoins_total") >= 1
         assert predictor.metrics.value("commit_failures_total" if guarantee == "at-least-once"
                                        else "batch_retries_total") >= 3  # fmt: skip
