@@ -136,6 +136,7 @@ class Predictor:
         self.settings = settings
         self.group_id = group_id or settings.group_id("predictor")
         self.replica_id = replica_id or socket.gethostname()
+        self._client_id = f"streamfit-predictor-{self.replica_id}"  # its consumer's and its producer's
         self.transactional = settings.processing_guarantee == "exactly-once"
         self.overlap = not self.transactional and settings.kafka_client == "confluent"  # see the module's doc
         self.metrics = metrics or PredictorMetrics()
@@ -610,28 +611,26 @@ class Predictor:
         return f"kafka-python {kafka_version}"
 
     def _open_consumer(self) -> KafkaConsumer:
-        client_id = f"streamfit-predictor-{self.replica_id}"
         if self.settings.kafka_client == "confluent":  # partition i of both topics together, as below
             # At-least-once commits do not wait for the broker (still after the acks): a refused one
             # means what a refused wait would, the batch may be answered again.
             refused = None if self.transactional else self._commit_refused
-            return confluent.Consumer(self.settings, self.group_id, client_id, range_assignment=True,
+            return confluent.Consumer(self.settings, self.group_id, self._client_id, range_assignment=True,
                                       on_commit_failure=refused)  # fmt: skip
         return make_consumer(
-            self.settings, self.group_id, client_id=client_id,
+            self.settings, self.group_id, client_id=self._client_id,
             partition_assignment_strategy=(RangePartitionAssignor,),  # partition i of both topics together
         )  # fmt: skip
 
     def _open_producer(self) -> KafkaProducer:
-        client_id = f"streamfit-predictor-{self.replica_id}"
         transactional_id = f"{self.group_id}.{self.replica_id}" if self.transactional else None
         if self.settings.kafka_client == "confluent":
-            producer = confluent.Producer(self.settings, client_id, transactional_id=transactional_id)
+            producer = confluent.Producer(self.settings, self._client_id, transactional_id=transactional_id)
         else:
             # Every batch ends with a flush (or a transaction commit): a long linger keeps the sender
             # thread asleep while the batch's outputs are appended, then sends them in one request.
             extra = {"transactional_id": transactional_id} if transactional_id else {}
-            producer = make_producer(self.settings, client_id=client_id, linger_ms=PRODUCER_LINGER_MS, **extra)
+            producer = make_producer(self.settings, client_id=self._client_id, linger_ms=PRODUCER_LINGER_MS, **extra)
         if transactional_id is None:
             return producer
         try:
