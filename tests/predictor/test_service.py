@@ -402,7 +402,7 @@ def test_a_consumer_that_lost_its_group_without_knowing_it_joins_again(
     predictor answered nothing for ten minutes so). That state is made here by hand in the
     predictor's own consumer. After commits refused in a row for 15 s the predictor leaves the group
     and joins again: every request is answered and every offset committed."""
-    settings = make_settings(processing_guarantee=guarantee)
+    settings = make_settings(kafka_client="kafka-python", processing_guarantee=guarantee)  # a kafka-python fault
     models_factory(settings).release("1")
     producer = make_producer(settings)
     predictions = reader(settings, "predictions", read_committed=True)
