@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 import pandas as pd
-from kafka import OffsetAndMetadata
 
 from streamfit.common import confluent
 from streamfit.common.kafka import await_partitions, make_consumer, make_producer, read_last
@@ -68,7 +67,7 @@ def echo(settings: Settings) -> None:
                 value = prediction_json(record.key.decode(), "echo", 0.5, "echo", at)
                 producer.send(answers, key=record.key, value=value, partition=record.partition)
             producer.flush()
-            consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in batch.next.items()})
+            consumer.commit(batch.offsets())
     finally:
         consumer.close(autocommit=False)
         producer.close(timeout=5)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import TopicPartition
+from kafka import OffsetAndMetadata, TopicPartition
 
 # poll(timeout_ms, max_records), as KafkaConsumer.poll
 Poll = Callable[[int, int], Mapping[TopicPartition, Sequence[Any]]]
@@ -27,6 +27,10 @@ class PolledBatch:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """What to commit once the batch is answered: the next offset of every partition it read."""
+        return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self.next.items()}
 
     def add(self, polled: Mapping[TopicPartition, Sequence[Any]]) -> None:
         for tp, records in polled.items():

@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import __version__ as kafka_version
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import CommitFailedError, KafkaError, ProducerFencedError
@@ -362,7 +362,7 @@ class Predictor:
             self._settled(sent, False)
             return False
         try:
-            consumer.commit(_offsets(sent.batch))
+            consumer.commit(sent.batch.offsets())
             self._refused = 0  # (librdkafka: the commit is only sent; a refusal comes to _commit_refused)
         except KafkaError as exc:
             self._commit_refused(str(exc))
@@ -531,7 +531,7 @@ class Predictor:
             producer.begin_transaction()
             for topic, key, value, partition in outputs:
                 send(topic, key=key, value=value, partition=partition)
-            producer.send_offsets_to_transaction(_offsets(batch), consumer.group_metadata())
+            producer.send_offsets_to_transaction(batch.offsets(), consumer.group_metadata())
             producer.commit_transaction()
             self._refused = 0
             return True
@@ -680,8 +680,3 @@ class Predictor:
         if self._follower is not None and not self._follower.alive and not self._stopping:
             return False, "the thread that follows the models topic died (see the log)"
         return True, "ok"
-
-
-def _offsets(batch: PolledBatch) -> dict[TopicPartition, OffsetAndMetadata]:
-    """What to commit once the batch is answered: the next offset of every partition it read."""
-    return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in batch.next.items()}
