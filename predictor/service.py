@@ -273,7 +273,13 @@ class Predictor:
                 lambda ms, n: consumer.poll(timeout_ms=ms, max_records=n),
                 settings.batch_size, POLL_WAIT_MS, settings.batch_timeout_ms,
             )  # fmt: skip
-            if not batch.records or now - self._assignment_read >= ASSIGNMENT_EVERY:
+            # Read on an empty poll, on records from a partition not known to be held (a new
+            # assignment: `ready` must not lag it), and every ASSIGNMENT_EVERY (a revocation).
+            if (
+                not batch.records
+                or not batch.first.keys() <= self._assigned
+                or now - self._assignment_read >= ASSIGNMENT_EVERY
+            ):
                 self._track_assignment(consumer)
             model = self.swap.current  # read once per batch, after the poll: a swap falls between batches
             assert model is not None  # models are only ever replaced, never removed
