@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from streamfit.common import __version__
 from streamfit.common import tags as tag
@@ -180,6 +181,14 @@ class CycleRunner:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     def run(self, batch: RetrainBatch, experiment_id: str | None = None) -> CycleResult:
+        # The cycle's BLAS work (the linear score's fit, a Gaussian process's proposals) is small; on
+        # more threads OpenBLAS's workers go on spinning after each call and take cores from the
+        # LightGBM trial that follows, whose OpenMP threads then wait on each other: on Adult's rows
+        # the trial after the linear fit took 0.41 s instead of 0.32 (docs/benchmarks.md).
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._run(batch, experiment_id)
+
+    def _run(self, batch: RetrainBatch, experiment_id: str | None) -> CycleResult:
         started = time.monotonic()
         settings = self.settings
         try:

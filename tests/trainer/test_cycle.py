@@ -9,10 +9,12 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import orjson
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from streamfit.common.bundle import BUNDLE_FILE
 from streamfit.common.errors import ModelStoreError
@@ -23,6 +25,7 @@ from streamfit.common.pipeline import read_table
 from streamfit.common.settings import Settings
 from streamfit.trainer.bootstrap import bootstrap
 from streamfit.trainer.cycle import CycleResult
+from streamfit.trainer.objective import CrossValidation, TrialScore
 from streamfit.trainer.observations import ObservationLog
 from streamfit.trainer.service import Trainer, group_id
 from tests.trainer.conftest import TrainerSettings
@@ -395,3 +398,24 @@ def test_a_cycle_starts_its_search_from_the_best_points_of_the_cycles_before_it(
     # is the same point (the order itself: tests/trainer/test_search.py).
     best = {k: float(v) for k, v in first.best_params.items()}
     assert any({k: float(trials[n][k]) for k in best} == pytest.approx(best) for n in (1, 2)), (best, trials)
+
+
+def test_a_cycle_runs_blas_on_one_thread_and_gives_the_threads_back(
+    trainer_settings: TrainerSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenBLAS's idle workers spin and take cores from the LightGBM trials (trainer.cycle.run)."""
+    seen: list[set[int]] = []
+    score = CrossValidation.__call__
+
+    def recording(self: CrossValidation, params: dict[str, Any]) -> TrialScore:
+        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        return score(self, params)
+
+    monkeypatch.setattr(CrossValidation, "__call__", recording)
+    settings = trainer_settings(trials=2)
+    with threadpool_limits(limits=2, user_api="blas"), Trainer(settings, progress=False) as trainer:
+        result = trainer.run_cycle()
+        after = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+    assert result.trials == 2
+    assert seen and all(threads == {1} for threads in seen), seen
+    assert after == {2}
