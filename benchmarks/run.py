@@ -238,7 +238,16 @@ def training(b: Bench, plan: Plan) -> list[Row]:
             "cycle <= seed-style",
             cycle.holdout_loss <= seed.holdout_loss + 1e-12,
         ),
+        *_paired(cycle, seed),
     ]
+
+
+def _paired(cycle: trainer_cycle.Training, seed: trainer_cycle.Training) -> list[Row]:
+    """The two holdout losses compared row by row: whether a difference is more than the holdout's noise."""
+    if cycle.losses is None or seed.losses is None or len(cycle.losses) != len(seed.losses):
+        return []
+    diff, error = trainer_cycle.paired_difference(cycle.losses, seed.losses)
+    return [Row("trainer", f"holdout loss, cycle - seed-style, row by row (standard error {error:.2g})", diff, "")]
 
 
 def notes(plan: Plan) -> list[str]:

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from streamfit.common.bundle import ModelBundle
 from streamfit.common.model_store import ModelStore
 from streamfit.common.pipeline import FeaturePipeline, read_table
 from streamfit.common.settings import Settings
-from streamfit.trainer.fit import evaluate, task_params, train_bundle
+from streamfit.trainer.fit import holdout_scores, task_params, train_bundle
 from streamfit.trainer.objective import CrossValidation, TrialScore, build_dataset
 from streamfit.trainer.search import Search, params_key
 from streamfit.trainer.service import Trainer
@@ -40,6 +41,7 @@ class Training:
     curve: tuple[tuple[float, float], ...] = ()  # (search seconds when the trial ended, its CV loss)
     pruned: int = 0
     points: tuple[dict[str, Any], ...] = ()  # each trial's parameters, in order
+    losses: np.ndarray | None = None  # the final model's loss on every holdout row
 
     @property
     def best_cv_loss(self) -> float:
@@ -93,10 +95,27 @@ def cycle(settings: Settings) -> Training:
         result = trainer.run_cycle()
         seconds = time.perf_counter() - started
     log.info("trainer cycle: %s", result.summary())
-    local = ModelStore(settings).client.download_artifacts(result.run_id, "search/trials.json")
-    trials = orjson.loads(Path(local).read_bytes())
+    store = ModelStore(settings)
+    trials = orjson.loads(Path(store.client.download_artifacts(result.run_id, "search/trials.json")).read_bytes())
+    losses = None
+    if result.version is not None:  # the final model, registered promoted or not
+        reload = store.reload_message(result.version)
+        losses = _holdout_losses(settings, store.fetch_bundle(reload.uri, reload.sha256))
     return Training(seconds, result.search_seconds, result.trials, result.candidate_metrics["loss"], _curve(trials),
-                    sum(1 for t in trials if t.get("pruned")), tuple(t["params"] for t in trials))  # fmt: skip
+                    sum(1 for t in trials if t.get("pruned")), tuple(t["params"] for t in trials), losses)  # fmt: skip
+
+
+def _holdout_losses(settings: Settings, bundle: ModelBundle) -> np.ndarray:
+    """``bundle``'s loss on every row of the holdout both trainers are scored on (the test split)."""
+    assert settings.test_data_path is not None
+    _, hx, hy = _load(settings, settings.test_data_path, bundle.pipeline)
+    return holdout_scores(bundle, hx, hy)[1]
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean holdout loss of ``a`` minus ``b``, row by row, and the standard error of that mean."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 GROWN_FROM = 2 / 3  # the warm-start pair: the first cycle on this share of the rows, the second on all
@@ -150,9 +169,8 @@ def seed_style(settings: Settings) -> Training:
     base = task_params(pipeline, settings)
     dataset = build_dataset(pipeline, x, y, None, base)
     bundle = train_bundle(pipeline, dataset, {**base, **best.params}, best.best_iteration, {})
-    assert settings.test_data_path is not None
-    _, hx, hy = _load(settings, settings.test_data_path, pipeline)
-    loss = evaluate(bundle, hx, hy)["loss"]
+    losses = _holdout_losses(settings, bundle)
+    loss = float(losses.mean())
     seconds = time.perf_counter() - started
     log.info("seed-style trainer: %d trials in %.1fs, holdout loss %.5f", len(result.trials), seconds, loss)
-    return Training(seconds, result.seconds, len(result.trials), loss, curve)
+    return Training(seconds, result.seconds, len(result.trials), loss, curve, losses=losses)
