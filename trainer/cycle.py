@@ -184,7 +184,8 @@ class CycleRunner:
         # The cycle's BLAS work (the linear score's fit, a Gaussian process's proposals) is small; on
         # more threads OpenBLAS's workers go on spinning after each call and take cores from the
         # LightGBM trial that follows, whose OpenMP threads then wait on each other: on Adult's rows
-        # the trial after the linear fit took 0.41 s instead of 0.32 (docs/benchmarks.md).
+        # the trial after the linear fit took 0.41 s instead of 0.32 (docs/benchmarks.md). The limit
+        # holds for the whole process, which runs one cycle at a time; the previous one returns after.
         with threadpool_limits(limits=1, user_api="blas"):
             return self._run(batch, experiment_id)
 
