@@ -77,7 +77,8 @@ LIVE_AFTER: Final = 180.0  # /healthz fails when the loop has not turned for thi
 RETRY_PAUSE: Final = 1.0
 # The consumer leaves its group and joins again after this many offset commits refused in a row,
 # over at least this many seconds (longer than a rebalance takes, so as not to start another).
-REJOIN_AFTER: Final = (3, 15.0)
+REJOIN_AFTER_REFUSALS: Final = 3
+REJOIN_AFTER_SECONDS: Final = 15.0
 PRODUCER_LINGER_MS: Final = 1000  # seconds before a batch the broker refused is retried
 
 TOPICS: Final = ("requests", "labels", "predictions", "observations", "retrain", "models", "dead-letters")
@@ -295,7 +296,8 @@ class Predictor:
                     continue  # this batch was rewound with it
             if self.settings.interim_answers:
                 self._interim_answer(model)
-            if self._refused >= REJOIN_AFTER[0] and now - self._refused_since >= REJOIN_AFTER[1] and sent is None:
+            refused_long = self._refused >= REJOIN_AFTER_REFUSALS and now - self._refused_since >= REJOIN_AFTER_SECONDS
+            if refused_long and sent is None:
                 self._rejoin(consumer)
                 continue
             if scored is None:
@@ -559,7 +561,7 @@ class Predictor:
         self._last_refusal = f"{type(exc).__name__}: {exc}"
 
     def _rejoin(self, consumer: KafkaConsumer) -> None:
-        """Leave the group and join it again, after offset commits refused in a row (``REJOIN_AFTER``).
+        """Leave the group and join it again, after offset commits refused in a row (``REJOIN_AFTER_*``).
 
         kafka-python 3.0.12 can lose its group membership without knowing it: the consumer stays
         "rebalancing" with its heartbeats off and a finished join never taken up, still fetching

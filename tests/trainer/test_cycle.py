@@ -404,18 +404,22 @@ def test_a_cycle_runs_blas_on_one_thread_and_gives_the_threads_back(
     trainer_settings: TrainerSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OpenBLAS's idle workers spin and take cores from the LightGBM trials (trainer.cycle.run)."""
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
     seen: list[set[int]] = []
     score = CrossValidation.__call__
 
     def recording(self: CrossValidation, params: dict[str, Any]) -> TrialScore:
-        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        seen.append(blas_threads())
         return score(self, params)
 
     monkeypatch.setattr(CrossValidation, "__call__", recording)
     settings = trainer_settings(trials=2)
     with threadpool_limits(limits=2, user_api="blas"), Trainer(settings, progress=False) as trainer:
         result = trainer.run_cycle()
-        after = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+        after = blas_threads()
     assert result.trials == 2
     assert seen and all(threads == {1} for threads in seen), seen
     assert after == {2}
